@@ -1,0 +1,29 @@
+"""jboat: gradient-based bilevel optimization on Jittor.
+
+Importing jboat first applies safe Jittor environment defaults (see
+``jboat._env``): ``nvcc_path=""`` when no CUDA driver is present and ``use_mkl=0``
+when no local oneDNN is available. Values already set by the user are kept.
+"""
+
+import logging
+
+from ._env import configure_jittor_environment
+
+configure_jittor_environment()
+
+from . import higher_jit, utils, gm_ol, na_ol, fo_ol  # noqa: E402
+from .boat_opt import Problem  # noqa: E402
+from .config import load_config, normalize_config  # noqa: E402
+from .errors import (ConfigError, ConfigTypeError, MissingConfigKeyError,  # noqa: E402
+                     UnknownOperatorError)
+from .operation_registry import (Operation_REGISTRY, get_registered_operation,  # noqa: E402
+                                 operators_by_role, register_class)
+
+logging.getLogger("jboat").addHandler(logging.NullHandler())
+
+__version__ = "0.1.0"
+
+__all__ = ["Problem", "load_config", "normalize_config", "Operation_REGISTRY",
+           "register_class", "get_registered_operation", "operators_by_role",
+           "ConfigError", "ConfigTypeError", "MissingConfigKeyError",
+           "UnknownOperatorError", "higher_jit", "utils", "gm_ol", "na_ol", "fo_ol"]

@@ -1,0 +1,28 @@
+"""What every registered operator declares about itself."""
+
+__all__ = ["OperatorSpec"]
+
+
+class OperatorSpec:
+    """Class-level declarations read by the registry and the config validator.
+
+    Attributes:
+        role: ``"gm"``, ``"na"``, ``"fo"`` (None for base classes).
+        options: tuple of :class:`jboat.options.Option` of the operator's section.
+        config_section: name of that section (defaults to the class name).
+        tracks_trajectory: the operator needs the differentiable LL history.
+    """
+
+    role = None
+    options = ()
+    config_section = None
+    tracks_trajectory = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "config_section" not in cls.__dict__:
+            cls.config_section = cls.__name__
+
+    @classmethod
+    def check_combination(cls, config):
+        """Raise ``ConfigError`` if this operator cannot run with ``config``."""

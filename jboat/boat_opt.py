@@ -1,0 +1,252 @@
+"""``Problem``: a thin orchestrator of the bilevel solver (no maths here)."""
+
+import collections
+import json
+import logging
+import time
+
+import jittor as jt
+
+from . import higher_jit
+from .config import normalize_config
+from .errors import ConfigError, ConfigTypeError
+from .gm_ol.sequential_ds import makes_functional_dynamical_system
+from .losses import load_loss_function, load_losses
+from .na_ol.sequential_hg import makes_functional_na_operation
+from .operation_registry import get_registered_operation
+from .utils.op_utils import (apply_custom_grads, clear_custom_grads, copy_parameter_from_list,
+                             read_custom_grads)
+
+__all__ = ["Problem", "_load_loss_function"]
+
+logger = logging.getLogger("jboat")
+
+_load_loss_function = load_loss_function
+
+#: most records kept in ``loss_history`` and ``_log_results``
+MAX_HISTORY = 10000
+
+
+class Problem:
+    """A bilevel problem and its solver.
+
+    Args:
+        config: solver config (dict from YAML/JSON plus the runtime objects
+            ``lower_level_model``, ``upper_level_model``, ``lower_level_var``,
+            ``upper_level_var``, ``lower_level_opt``, ``upper_level_opt``). It is
+            validated here and never modified; the normalised copy is
+            ``self.boat_configs``.
+        loss_config: ``{"lower_level_loss": ..., "upper_level_loss": ...,
+            "gda_loss": ...}`` entries (dotted path + params, or callables).
+
+    Raises:
+        ConfigError, ConfigTypeError, MissingConfigKeyError: invalid configuration,
+            with a message naming the key and the fix.
+    """
+
+    def __init__(self, config, loss_config):
+        cfg = normalize_config(config)
+        gm_ops = cfg["gm_op"] or []
+        losses = load_losses(loss_config, need_gda="GDA" in gm_ops)
+        cfg["gda_loss"] = losses.get("gda_loss")
+        self.boat_configs = cfg
+        self.boat_config = cfg
+        self._fo_op = cfg["fo_op"]
+        self._gm_op = cfg["gm_op"]
+        self._na_op = cfg["na_op"]
+        self._lower_opt = cfg["lower_level_opt"]
+        self._upper_opt = cfg["upper_level_opt"]
+        self._ll_model = cfg["lower_level_model"]
+        self._ul_model = cfg["upper_level_model"]
+        self._ll_var = list(cfg["lower_level_var"])
+        self._ul_var = list(cfg["upper_level_var"])
+        self._lower_loop = cfg["lower_iters"]
+        self._ll_loss = losses["lower_level_loss"]
+        self._ul_loss = losses["upper_level_loss"]
+        self._ll_solver = None
+        self._ul_solver = None
+        self._lower_init_opt = None
+        self._fo_op_solver = None
+        self._log_results = collections.deque(maxlen=MAX_HISTORY)
+        self.loss_history = collections.deque(maxlen=MAX_HISTORY)
+        self.loss_log_path = cfg["loss_log_path"]
+        self._track_opt_traj = False
+        selected = [self._fo_op] if self._fo_op else gm_ops + self._na_op
+        self._operator_classes = [get_registered_operation(n) for n in selected]
+        # DM updates the LL variables itself; IAD's model holds meta-parameters.
+        self._copy_last_param = cfg["copy_last_param"] and not any(
+            getattr(c, "keeps_lower_model", False) for c in self._operator_classes)
+        self._apply_device(cfg["device"])
+
+    # -- set-up --------------------------------------------------------------------------
+    @staticmethod
+    def _apply_device(device):
+        if device == "cuda":
+            if not jt.has_cuda:
+                raise ConfigError("device: cuda was requested but Jittor found no usable "
+                                  "CUDA (driver and nvcc); use device: cpu or install CUDA.")
+            jt.flags.use_cuda = 1
+        elif device == "cpu":
+            jt.flags.use_cuda = 0
+
+    def set_track_trajectory(self, track_traj=True):
+        """Keep the differentiable history of fast weights in the inner loop."""
+        self._track_opt_traj = bool(track_traj)
+
+    def check_status(self):
+        """Switch trajectory tracking on where an NA operator needs it.
+
+        Combination rules are validated once, when the Problem is constructed.
+        """
+        if any(cls.tracks_trajectory for cls in self._operator_classes):
+            self.set_track_trajectory(True)
+
+    def _operator_kwargs(self):
+        return dict(ll_objective=self._ll_loss, ul_objective=self._ul_loss,
+                    ll_model=self._ll_model, ul_model=self._ul_model,
+                    solver_config=self.boat_configs)
+
+    def build_ll_solver(self, *unused):
+        """Build the lower-level solver (GM chain, or the FO operator). Returns self."""
+        if self._fo_op is not None:
+            self._fo_op_solver = get_registered_operation(self._fo_op)(
+                lower_loop=self._lower_loop, ll_var=self._ll_var, ul_var=self._ul_var,
+                **self._operator_kwargs())
+            return self
+        self.check_status()
+        self._ll_solver = makes_functional_dynamical_system(
+            custom_order=self._gm_op, lower_loop=self._lower_loop, **self._operator_kwargs())
+        if "DI" in self._gm_op:
+            lr = self.boat_configs["DI"]["lr"]
+            if lr is None:
+                lr = self._upper_opt.lr
+            self._lower_init_opt = type(self._upper_opt)(self._ll_var, lr=float(lr))
+        return self
+
+    def build_ul_solver(self, *unused):
+        """Build the hyper-gradient chain (none for FO operators or DM). Returns self."""
+        if self._fo_op is not None or any(getattr(c, "computes_upper_gradient", False)
+                                           for c in self._operator_classes):
+            self._ul_solver = None
+            return self
+        self._ul_solver = makes_functional_na_operation(
+            custom_order=self._na_op, ll_var=self._ll_var, ul_var=self._ul_var,
+            **self._operator_kwargs())
+        return self
+
+    # -- one iteration -------------------------------------------------------------------------
+    def run_iter(self, ll_feed_dict, ul_feed_dict, current_iter):
+        """One upper-level iteration.
+
+        Returns:
+            ``(results, run_time)`` — the records produced by this call and the
+            solver wall time — or, with ``return_grad``, ``(grads, run_time)`` with
+            ``grads`` aligned with ``upper_level_var`` (this iteration's
+            hyper-gradient; zeros where a variable received none).
+        """
+        if self._ll_solver is None and self._fo_op_solver is None:
+            raise ConfigError("Call build_ll_solver() and build_ul_solver() before run_iter().")
+        if not isinstance(current_iter, int) or isinstance(current_iter, bool):
+            raise ConfigTypeError(f"current_iter must be an int, got {current_iter!r}.")
+        cfg = self.boat_configs
+        batched = cfg["fogm_batch_input"] if self._fo_op else cfg["accumulate_grad"]
+        pairs = self._feed_pairs(ll_feed_dict, ul_feed_dict, batched)
+        clear_custom_grads(self._ul_var)
+        clear_custom_grads(self._ll_var)
+
+        records = []
+        start = time.perf_counter()
+        if self._fo_op is not None:
+            for ll_fd, ul_fd in pairs:
+                records.append(self._fo_op_solver.optimize(ll_fd, ul_fd, current_iter))
+        else:
+            for ll_fd, ul_fd in pairs:
+                records.extend(self._run_task(ll_fd, ul_fd, current_iter,
+                                              copy_last=self._copy_last_param and not batched))
+            if self._lower_init_opt is not None:
+                apply_custom_grads(self._lower_init_opt, self._ll_var)
+        run_time = time.perf_counter() - start
+
+        if cfg["return_grad"]:
+            output = [g.detach() for g in read_custom_grads(self._ul_var)]
+            clear_custom_grads(self._ul_var)
+        else:
+            apply_custom_grads(self._upper_opt, self._ul_var)
+            output = records
+        self._log_results.extend(records)
+        self._record_losses(pairs[0], current_iter)
+        return output, run_time
+
+    @staticmethod
+    def _feed_pairs(ll_feed_dict, ul_feed_dict, batched):
+        if not batched:
+            return [(ll_feed_dict, ul_feed_dict)]
+        if not isinstance(ll_feed_dict, (list, tuple)) or not isinstance(ul_feed_dict, (list, tuple)):
+            raise ConfigTypeError("With accumulate_grad / fogm_batch_input the feeds must be "
+                                  "lists of per-task dicts (one LL and one UL dict per task).")
+        if len(ll_feed_dict) != len(ul_feed_dict) or not ll_feed_dict:
+            raise ConfigError(f"Got {len(ll_feed_dict)} LL feeds and {len(ul_feed_dict)} UL "
+                              f"feeds; pass one pair per task (at least one).")
+        return list(zip(ll_feed_dict, ul_feed_dict))
+
+    def _run_task(self, ll_feed_dict, ul_feed_dict, current_iter, copy_last):
+        with higher_jit.innerloop_ctx(self._ll_model, self._lower_opt,
+                                      copy_initial_weights=False,
+                                      track_higher_grads=self._track_opt_traj) as (aux_model, aux_opt):
+            dynamic = self._ll_solver.optimize(ll_feed_dict=ll_feed_dict,
+                                               ul_feed_dict=ul_feed_dict,
+                                               auxiliary_model=aux_model,
+                                               auxiliary_opt=aux_opt,
+                                               current_iter=current_iter)
+            records = list(dynamic)
+            if self._ul_solver is not None:
+                max_loss_iter = next(iter(dynamic[0].values()))
+                records.extend(self._ul_solver.compute_gradients(
+                    ll_feed_dict=ll_feed_dict, ul_feed_dict=ul_feed_dict,
+                    auxiliary_model=aux_model, max_loss_iter=max_loss_iter))
+            if copy_last:
+                copy_parameter_from_list(self._ll_model, aux_model.parameters(time=-1))
+        return records
+
+    # -- losses ----------------------------------------------------------------------------------
+    def _record_losses(self, feeds, current_iter):
+        if not self.loss_log_path and not self.boat_configs.get("track_losses", True):
+            return
+        ll_fd, ul_fd = feeds
+        with jt.no_grad():
+            ll_loss = self._ll_loss(ll_fd, self._ul_model, self._ll_model)
+            ul_loss = self._ul_loss(ul_fd, self._ul_model, self._ll_model)
+        self.save_losses(current_iter, float(ll_loss.item()), float(ul_loss.item()))
+
+    def save_losses(self, current_iter, ll_loss, ul_loss):
+        """Append a loss record; rewrite ``loss_log_path`` as JSON when it is set."""
+        self.loss_history.append({"iter": current_iter, "ll_loss": ll_loss, "ul_loss": ul_loss})
+        if self.loss_log_path:
+            with open(self.loss_log_path, "w", encoding="utf-8") as handle:
+                json.dump(list(self.loss_history), handle)
+
+    def plot_losses(self, path=None):
+        """Save a two-panel loss curve (needs matplotlib). Returns the file path."""
+        import os
+
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError("plot_losses needs matplotlib: pip install "
+                              "'jboat[examples]'.") from exc
+        if path is None:
+            base = os.path.dirname(self.loss_log_path) if self.loss_log_path else "."
+            path = os.path.join(base, "loss_curve.png")
+        history = list(self.loss_history)
+        iters = [r["iter"] for r in history]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, key, title in zip(axes, ("ll_loss", "ul_loss"), ("LL loss", "UL loss")):
+            ax.plot(iters, [r[key] for r in history])
+            ax.set_xlabel("iteration")
+            ax.set_title(title)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return path

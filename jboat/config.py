@@ -1,0 +1,208 @@
+"""Solver configuration: loading (YAML/JSON) and one-shot validation.
+
+``normalize_config(config)`` turns a user dict (JSON/YAML keys plus the injected
+runtime objects) into a new, validated dict: operator names upper-cased and
+checked against the registry, every selected operator's section filled with its
+defaults, the combination checked. The caller's dict is never mutated. Options of
+operators that are not selected are neither required nor validated.
+"""
+
+import json
+import os
+import re
+
+import yaml
+
+from . import operation_registry as registry
+from .errors import ConfigError, ConfigTypeError, MissingConfigKeyError
+from .options import Option, resolve_section
+
+__all__ = ["load_config", "normalize_config", "TOP_LEVEL_OPTIONS", "RUNTIME_KEYS"]
+
+#: runtime objects the user injects into the solver config
+RUNTIME_KEYS = ("lower_level_model", "upper_level_model", "lower_level_var",
+                "upper_level_var", "lower_level_opt", "upper_level_opt")
+
+TOP_LEVEL_OPTIONS = (
+    Option("lower_iters", "int", 10, low=1, doc="K, lower-level steps per UL iteration"),
+    Option("return_grad", "bool", False,
+           doc="run_iter returns the UL gradients instead of stepping the UL optimizer"),
+    Option("accumulate_grad", "bool", False,
+           doc="feed dicts are lists of per-task dicts; hyper-gradients are summed"),
+    Option("copy_last_param", "bool", True,
+           doc="warm start: copy the final LL iterate into the LL model"),
+    Option("fogm_batch_input", "bool", False, aliases=("fo_ol_batch_input",),
+           doc="FO path: feed dicts are lists; gradients accumulate before one UL step"),
+    Option("loss_log_path", "str", None,
+           doc="optional JSON file rewritten with the loss history each iteration"),
+    Option("track_losses", "bool", True,
+           doc="after each iteration evaluate f and F on the real models into loss_history"),
+    Option("device", "choice", None, choices=(None, "cpu", "cuda"),
+           doc="'cuda' sets jt.flags.use_cuda=1, 'cpu' sets it to 0, null leaves it"),
+)
+
+_LEGACY_KEYS = {"fo_gm": "fo_op", "dynamic_op": "gm_op", "hyper_op": "na_op"}
+_LEGACY_NAMES = {"VSM": "VSO", "VFM": "VFO", "MESM": "MESO", "PGDM": "PGDO"}
+_IGNORED_KEYS = ("cuda", "gda_loss")
+
+
+# -- loading -----------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` (no dot) as a float, as users expect."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_config(path):
+    """Read a solver or loss configuration from a YAML or JSON file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ConfigError: the file is not valid YAML/JSON or does not hold a mapping.
+    """
+    path = os.fspath(path)
+    with open(path, "r", encoding="utf-8") as handle:
+        text = handle.read()
+    if path.lower().endswith(".json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                              f"column {exc.colno}.") from None
+    else:
+        try:
+            data = yaml.load(text, Loader=_Loader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"{path} is not valid YAML{where}: {problem}. Check the "
+                              f"indentation and the 'key: value' syntax there.") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must contain a mapping of keys to values at the top "
+                          f"level, got a {type(data).__name__}.")
+    return data
+
+
+# -- normalisation ---------------------------------------------------------------------------
+def _operator_list(value, key, role):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigTypeError(f"{key} must be a list of operator names, got {value!r}.")
+    names = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ConfigTypeError(f"{key} entries must be operator names (strings), "
+                                  f"got {item!r}.")
+        name = _LEGACY_NAMES.get(item.upper(), item.upper())
+        registry.lookup_operator(name, role)
+        if name in names:
+            raise ConfigError(f"{key} lists '{name}' twice; list each operator once.")
+        names.append(name)
+    if not names:
+        raise ConfigError(f"{key} is empty; list at least one operator or set it to null.")
+    return names
+
+
+def _fo_name(value):
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise ConfigError(f"fo_op takes a single operator name, got {list(value)!r}.")
+        value = value[0]
+    if not isinstance(value, str):
+        raise ConfigTypeError(f"fo_op must be an operator name (string), got {value!r}.")
+    name = _LEGACY_NAMES.get(value.upper(), value.upper())
+    registry.lookup_operator(name, "fo")
+    return name
+
+
+def _check_runtime_objects(config):
+    import jittor as jt
+
+    missing = [key for key in RUNTIME_KEYS if key not in config]
+    if missing:
+        raise MissingConfigKeyError(
+            f"The solver config lacks {', '.join(missing)}; set them before building "
+            f"the Problem, e.g. config['lower_level_model'] = model.")
+    for key in ("lower_level_model", "upper_level_model"):
+        if not isinstance(config[key], jt.Module):
+            raise ConfigTypeError(f"{key} must be a jittor.Module, got "
+                                  f"{type(config[key]).__name__}.")
+    for key in ("lower_level_var", "upper_level_var"):
+        value = config[key]
+        if isinstance(value, (list, tuple)) is False:
+            raise ConfigTypeError(f"{key} must be a list of jittor.Var, got "
+                                  f"{type(value).__name__}; write e.g. "
+                                  f"list(model.parameters()).")
+        if not value or not all(isinstance(v, jt.Var) for v in value):
+            raise ConfigTypeError(f"{key} must be a non-empty list of jittor.Var.")
+    for key in ("lower_level_opt", "upper_level_opt"):
+        if not isinstance(config[key], jt.optim.Optimizer):
+            raise ConfigTypeError(f"{key} must be a jittor.optim.Optimizer, got "
+                                  f"{type(config[key]).__name__}.")
+
+
+def normalize_config(config, check_runtime=True):
+    """Validate ``config`` and return a new, normalised dict (see module docstring).
+
+    Raises:
+        ConfigError / ConfigTypeError / MissingConfigKeyError (ValueError, TypeError,
+        KeyError): with a message naming the key and the fix.
+    """
+    if not isinstance(config, dict):
+        raise ConfigTypeError(f"The solver config must be a dict, got {type(config).__name__}.")
+    config = {_LEGACY_KEYS.get(k, k): v for k, v in config.items()}
+    out = dict(config)
+    if check_runtime:
+        _check_runtime_objects(config)
+
+    out["fo_op"] = _fo_name(config.get("fo_op"))
+    out["gm_op"] = _operator_list(config.get("gm_op"), "gm_op", "gm")
+    out["na_op"] = _operator_list(config.get("na_op"), "na_op", "na")
+    if out["fo_op"] is not None:
+        if out["gm_op"] or out["na_op"]:
+            raise ConfigError(f"fo_op '{out['fo_op']}' replaces the gm_op/na_op pipeline; "
+                              f"set gm_op and na_op to null, or fo_op to null.")
+    elif out["gm_op"] is None or out["na_op"] is None:
+        raise ConfigError("Set both gm_op and na_op (e.g. gm_op: [NGD], na_op: [RAD]), "
+                          "or choose a first-order operator with fo_op.")
+
+    out.update(resolve_section(TOP_LEVEL_OPTIONS,
+                               {k: config[k] for o in TOP_LEVEL_OPTIONS
+                                for k in o.known_keys() if k in config}, "config"))
+    out.pop("fo_ol_batch_input", None)
+
+    sections = set(registry.Operation_REGISTRY) | {"CG"}
+    known = (set(RUNTIME_KEYS) | {"fo_op", "gm_op", "na_op"} | set(_IGNORED_KEYS)
+             | {k for o in TOP_LEVEL_OPTIONS for k in o.known_keys()} | sections)
+    unknown = sorted(str(k) for k in config if k not in known)
+    if unknown:
+        raise ConfigError(f"Unknown solver config key(s): {', '.join(unknown)}. Valid keys: "
+                          f"{', '.join(sorted(known))}.")
+
+    selected = [out["fo_op"]] if out["fo_op"] else out["gm_op"] + out["na_op"]
+    classes = [registry.get_registered_operation(name) for name in selected]
+    for cls in classes:
+        section_name = cls.config_section
+        if section_name is None:
+            continue
+        if cls.options:
+            out[section_name] = resolve_section(cls.options, config.get(section_name),
+                                                section_name)
+    registry.check_combination(out, classes)
+    return out

@@ -1,0 +1,3 @@
+"""First-order operators (no Hessians, no trajectory)."""
+
+__all__ = []

@@ -1,0 +1,31 @@
+"""A small functional-patching shim for Jittor, standing in for PyTorch's ``higher``.
+
+``innerloop_ctx(model, opt)`` yields ``(fmodel, diffopt)``: ``fmodel`` calls the real
+module with fast weights swapped in (side-effect free), ``diffopt.step(loss)``
+appends a new list of fast weights computed out of place with the real optimizer's
+rule. See ``docs/`` and the module docstrings for details.
+"""
+
+import contextlib
+
+from . import optim, patch, utils
+from .optim import DifferentiableOptimizer, get_diff_optim, register_optim
+from .patch import _MonkeyPatchBase, monkeypatch
+
+__all__ = ["innerloop_ctx", "monkeypatch", "get_diff_optim", "register_optim",
+           "DifferentiableOptimizer", "patch", "optim", "utils"]
+
+
+@contextlib.contextmanager
+def innerloop_ctx(model, opt, device=None, copy_initial_weights=True, override=None,
+                  track_higher_grads=True):
+    """Context yielding a patched view of ``model`` and a differentiable ``opt`` twin.
+
+    The real module and optimizer are never modified; leaving the context drops
+    the recorded fast-weight history.
+    """
+    fmodel = monkeypatch(model, device, copy_initial_weights=copy_initial_weights,
+                         track_higher_grads=track_higher_grads)
+    diffopt = get_diff_optim(opt, model.parameters(), fmodel=fmodel, device=device,
+                             override=override, track_higher_grads=track_higher_grads)
+    yield fmodel, diffopt

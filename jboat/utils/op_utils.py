@@ -1,0 +1,282 @@
+"""Maths on lists of Vars, gradient buffers and small helpers shared by operators.
+
+Conventions: a "vector" is a list of Vars (e.g. aligned with ``ll_var``); inner
+products and norms are taken over the concatenation of all entries.
+"""
+
+import jittor as jt
+
+from ..higher_jit.utils import grads_with_zeros, quiet_jittor_log
+from ..operation_registry import DynamicalSystemRules, HyperGradientRules
+
+__all__ = [
+    "ResultStore", "DynamicalSystemRules", "HyperGradientRules", "l2_reg",
+    "grad_unused_zero", "grads_with_zeros", "list_tensor_matmul", "list_tensor_norm",
+    "require_model_grad", "stop_model_grad", "update_grads", "update_tensor_grads",
+    "manual_update", "apply_custom_grads", "stop_grads", "average_grad",
+    "cat_list_to_tensor", "copy_parameter_from_list", "get_outer_gradients",
+    "custom_grad", "vjp", "read_custom_grads", "clear_custom_grads", "cg_step",
+    "neumann_series", "conjugate_gradient", "neumann", "add_scaled",
+]
+
+
+class ResultStore:
+    """Collects ``{name: result}`` records of a chain of operators."""
+
+    def __init__(self):
+        self.results = []
+
+    def add(self, name, result):
+        self.results.append({name: result})
+
+    def clear(self):
+        self.results = []
+
+    def get_results(self):
+        return self.results
+
+
+# -- vectors -----------------------------------------------------------------------
+def list_tensor_matmul(a, b):
+    """``<a, b>`` = sum_i sum(a_i * b_i) (a scalar Var)."""
+    total = None
+    for ai, bi in zip(a, b):
+        term = (ai * bi).sum()
+        total = term if total is None else total + term
+    return total if total is not None else jt.zeros(1).sum()
+
+
+def list_tensor_norm(ts, p=2):
+    """True p-norm of the concatenation of ``ts`` (a scalar Var)."""
+    total = None
+    for t in ts:
+        term = (t.abs() ** p).sum() if p != 2 else (t * t).sum()
+        total = term if total is None else total + term
+    if total is None:
+        return jt.zeros(1).sum()
+    return total ** (1.0 / p)
+
+
+def add_scaled(a, b, scale):
+    """``a + scale * b`` entry-wise for two vectors."""
+    return [ai + bi * scale for ai, bi in zip(a, b)]
+
+
+def cat_list_to_tensor(ts):
+    """Concatenation of the flattened entries of ``ts``."""
+    return jt.concat([t.reshape(-1) for t in ts])
+
+
+def l2_reg(params):
+    """Sum of squares over an iterable of Vars."""
+    total = None
+    for p in params:
+        term = (p * p).sum()
+        total = term if total is None else total + term
+    return total
+
+
+def stop_grads(grads):
+    """Detached copies of ``grads`` (None kept); the FOA gradient callback."""
+    return [g.detach() if g is not None else None for g in grads]
+
+
+# -- gradients -----------------------------------------------------------------------
+def grad_unused_zero(output, inputs, retain_graph=False):
+    """Gradients of ``output`` w.r.t. ``inputs``; unused inputs and NaN-containing
+    gradients become zeros (upstream compatibility; operators use
+    :func:`grads_with_zeros`, which keeps NaNs visible to the NaN guard)."""
+    grads = grads_with_zeros(output, inputs)
+    return [jt.where(jt.isnan(g), jt.zeros_like(g), g) for g in grads]
+
+
+def vjp(outputs, inputs, vectors):
+    """Vector-Jacobian product: gradient of ``sum_j <outputs_j, vectors_j>``
+    w.r.t. ``inputs`` (differentiable)."""
+    return grads_with_zeros(list_tensor_matmul(outputs, vectors), inputs)
+
+
+def custom_grad(outputs, inputs, grad_outputs=None, retain_graph=False):
+    """Upstream name of :func:`vjp` (``grad_outputs`` defaults to ones)."""
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    if grad_outputs is None:
+        grad_outputs = [jt.ones_like(o) for o in outputs]
+    return vjp(outputs, inputs, grad_outputs)
+
+
+def get_outer_gradients(outer_loss, params, hparams, retain_graph=True):
+    """``(grad_params F, grad_hparams F)``, zeros where unused."""
+    params, hparams = list(params), list(hparams)
+    grads = grads_with_zeros(outer_loss, params + hparams)
+    return grads[:len(params)], grads[len(params):]
+
+
+# -- gradient buffers (``var._custom_grad``) -------------------------------------------
+def update_tensor_grads(variables, grads):
+    """Accumulate detached ``grads`` into ``var._custom_grad`` (skips stop-grad
+    variables and None gradients)."""
+    for var, grad in zip(variables, grads):
+        if grad is None or var.is_stop_grad():
+            continue
+        grad = grad.detach()
+        previous = getattr(var, "_custom_grad", None)
+        var._custom_grad = grad if previous is None else previous + grad
+
+
+def update_grads(grads, model):
+    """Accumulate ``grads`` into the buffers of ``model.parameters()``."""
+    update_tensor_grads(list(model.parameters()), grads)
+
+
+def read_custom_grads(variables):
+    """Current buffer of each variable (zeros where nothing was accumulated)."""
+    out = []
+    for var in variables:
+        grad = getattr(var, "_custom_grad", None)
+        out.append(grad if grad is not None else jt.zeros(var.shape, var.dtype))
+    return out
+
+
+def clear_custom_grads(variables):
+    for var in variables:
+        if getattr(var, "_custom_grad", None) is not None:
+            var._custom_grad = None
+
+
+def average_grad(model, n):
+    """Divide the stored gradients of ``model.parameters()`` by ``n``."""
+    for var in model.parameters():
+        if getattr(var, "_custom_grad", None) is not None:
+            var._custom_grad = var._custom_grad / n
+
+
+def apply_custom_grads(optimizer, variables):
+    """Step ``optimizer`` with its own rule on the buffered gradients, then clear them.
+
+    The optimizer sees the surrogate loss ``L = sum_i <p_i, sg(g_i)>`` whose gradient
+    w.r.t. ``p_i`` is exactly ``g_i``, so Adam moments, step counts, momentum and
+    per-group learning rates behave as after ``optimizer.step(loss)``. Parameters
+    of the optimizer without a buffered gradient are left untouched (as PyTorch
+    does for ``p.grad is None``). Returns True when a step was taken.
+    """
+    pending = {id(v): v for v in variables
+               if getattr(v, "_custom_grad", None) is not None and not v.is_stop_grad()}
+    managed = [p for group in optimizer.param_groups for p in group["params"]]
+    with_grad = [p for p in managed if id(p) in pending]
+    if not with_grad:
+        clear_custom_grads(variables)
+        return False
+    frozen = [p for p in managed if id(p) not in pending and not p.is_stop_grad()]
+    surrogate = list_tensor_matmul(with_grad, [p._custom_grad.detach() for p in with_grad])
+    for p in frozen:
+        p.stop_grad()
+    try:
+        with quiet_jittor_log():
+            optimizer.step(surrogate)
+    finally:
+        for p in frozen:
+            p.start_grad()
+    clear_custom_grads(variables)
+    return True
+
+
+def manual_update(optimizer, variables):
+    """Upstream name of :func:`apply_custom_grads` (now with the optimizer's rule)."""
+    apply_custom_grads(optimizer, variables)
+
+
+# -- models ----------------------------------------------------------------------------
+def require_model_grad(model):
+    for p in model.parameters():
+        p.start_grad()
+
+
+def stop_model_grad(model):
+    for p in model.parameters():
+        p.stop_grad()
+
+
+def copy_parameter_from_list(model, values):
+    """Overwrite each trainable ``model.parameters()`` entry with a detached copy."""
+    for p, value in zip(model.parameters(), values):
+        if not p.is_stop_grad():
+            p.update(value.detach())
+    return model
+
+
+# -- linear solves -----------------------------------------------------------------------
+def cg_step(Ax, b, max_iter=100, epsilon=1e-5):
+    """Conjugate gradient for ``A x = b`` on list-structured vectors.
+
+    ``A`` (given as the map ``Ax``) must be symmetric positive definite. Stops
+    after ``max_iter`` iterations or once ``||r|| < epsilon``; returns the latest
+    iterate. A vanishing curvature ``<p, Ap> = 0`` stops the iteration.
+    Cost: one ``Ax`` per iteration; memory O(|b|).
+    """
+    x = [jt.zeros_like(bi) for bi in b]
+    r = [bi.detach() for bi in b]
+    p = list(r)
+    rr = float(list_tensor_matmul(r, r).item())
+    if rr ** 0.5 < epsilon:
+        return x
+    for _ in range(max_iter):
+        Ap = [a.detach() for a in Ax(p)]
+        pAp = float(list_tensor_matmul(p, Ap).item())
+        if pAp == 0.0:
+            break
+        alpha = rr / pAp
+        x = add_scaled(x, p, alpha)
+        r = add_scaled(r, Ap, -alpha)
+        rr_new = float(list_tensor_matmul(r, r).item())
+        if rr_new ** 0.5 < epsilon:
+            break
+        p = add_scaled(r, p, rr_new / rr)
+        rr = rr_new
+    return x
+
+
+def neumann_series(apply_map, b, k, tol=1e-10):
+    """``sum_{i=0}^{k} M^i b`` where ``apply_map(u) = M u``.
+
+    Stops early when a term's norm falls below ``tol``. Memory O(|b|).
+    """
+    term = [bi.detach() for bi in b]
+    total = list(term)
+    for _ in range(k):
+        term = [t.detach() for t in apply_map(term)]
+        total = [s + t for s, t in zip(total, term)]
+        if tol > 0 and float(list_tensor_norm(term).item()) < tol:
+            break
+    return total
+
+
+def _fixed_point_vjps(params, hparams, lower_loss, lr):
+    """Return ``(Phi, inner_grads)`` for ``Phi(y) = y - lr * grad_y lower_loss``."""
+    inner = grads_with_zeros(lower_loss, params)
+    phi = [p - g * lr for p, g in zip(params, inner)]
+    return phi, inner
+
+
+def conjugate_gradient(params, hparams, upper_loss, lower_loss, K, lr, tol=1e-10):
+    """Implicit hyper-gradient by CG: ``c + VJP(Phi, hparams, v)`` with
+    ``(I - dPhi/dy) v = grad_y F`` solved by :func:`cg_step` (``Phi(y) = y - lr *
+    grad_y f``). Returns the list aligned with ``hparams``."""
+    phi, _ = _fixed_point_vjps(params, hparams, lower_loss, lr)
+    b, c = get_outer_gradients(upper_loss, params, hparams)
+
+    def A(u):
+        jvp = vjp(phi, params, u)
+        return [ui - ji for ui, ji in zip(u, jvp)]
+
+    v = cg_step(A, b, max_iter=K, epsilon=tol)
+    correction = vjp(phi, hparams, v)
+    return [ci + gi for ci, gi in zip(c, correction)]
+
+
+def neumann(params, hparams, upper_loss, lower_loss, k, lr, tol=1e-10):
+    """Implicit hyper-gradient by a k-term Neumann series of ``(I - dPhi/dy)^-1``."""
+    phi, _ = _fixed_point_vjps(params, hparams, lower_loss, lr)
+    b, c = get_outer_gradients(upper_loss, params, hparams)
+    g = neumann_series(lambda u: vjp(phi, params, u), b, k, tol)
+    correction = vjp(phi, hparams, g)
+    return [ci + gi for ci, gi in zip(c, correction)]

@@ -1,0 +1,131 @@
+"""A closed-form quadratic bilevel problem used as an oracle by the tests.
+
+LL: f(x, y) = ½ yᵀAy − yᵀBx;  UL: F(x, y) = ½‖Cy − t‖² + ½ μ‖x‖².
+With SGD (lr s) the LL iteration is linear, y_{t+1} = M y_t + sBx with M = I − sA,
+so every hyper-gradient has a closed form computed here in float64.
+"""
+
+import jittor as jt
+import numpy as np
+
+import jboat
+
+
+class Vector(jt.Module):
+    """A module whose only parameter is a vector; calling it returns the vector."""
+
+    def __init__(self, values):
+        self.value = jt.array(np.asarray(values, dtype=np.float32))
+
+    def execute(self):
+        return self.value
+
+
+def lower_loss(feed, upper_model, lower_model, **kwargs):
+    y = lower_model(**kwargs)
+    x = upper_model()
+    return 0.5 * (y * jt.matmul(feed["A"], y)).sum() - (y * jt.matmul(feed["B"], x)).sum()
+
+
+def upper_loss(feed, upper_model, lower_model, **kwargs):
+    y = lower_model(**kwargs)
+    x = upper_model()
+    r = jt.matmul(feed["C"], y) - feed["t"]
+    return 0.5 * (r * r).sum() + 0.5 * feed["mu"] * (x * x).sum()
+
+
+def gda_loss(ll_feed, ul_feed, upper_model, lower_model, **kwargs):
+    alpha = ll_feed["alpha"]
+    return (alpha * upper_loss(ul_feed, upper_model, lower_model, **kwargs)
+            + (1 - alpha) * lower_loss(ll_feed, upper_model, lower_model, **kwargs))
+
+
+class Quadratic:
+    """Data, float64 oracles and a Problem factory for the quadratic bilevel problem."""
+
+    def __init__(self, n=3, m=4, p=2, seed=0, lr=0.1, mu=0.1):
+        rng = np.random.RandomState(seed)
+        Q = rng.randn(m, m)
+        self.A = Q @ Q.T / m + np.eye(m)             # well conditioned, SPD
+        self.B = rng.randn(m, n) * 0.5
+        self.C = rng.randn(p, m)
+        self.t = rng.randn(p)
+        self.mu, self.lr = mu, lr
+        self.x0 = rng.randn(n) * 0.5
+        self.y0 = rng.randn(m) * 0.5
+        self.n, self.m = n, m
+
+    # -- feeds ---------------------------------------------------------------------------
+    def ll_feed(self):
+        return {"A": jt.array(self.A.astype(np.float32)), "B": jt.array(self.B.astype(np.float32))}
+
+    def ul_feed(self):
+        return {"C": jt.array(self.C.astype(np.float32)), "t": jt.array(self.t.astype(np.float32)),
+                "mu": self.mu}
+
+    # -- problem -----------------------------------------------------------------------------
+    def build(self, gm_op=("NGD",), na_op=("RAD",), lower_iters=5, ul_opt=None, ll_opt=None,
+              x0=None, y0=None, losses=None, **options):
+        self.upper = Vector(self.x0 if x0 is None else x0)
+        self.lower = Vector(self.y0 if y0 is None else y0)
+        ll_opt = ll_opt or (lambda ps: jt.optim.SGD(ps, lr=self.lr))
+        ul_opt = ul_opt or (lambda ps: jt.optim.SGD(ps, lr=0.1))
+        config = {"gm_op": list(gm_op) if gm_op else None,
+                  "na_op": list(na_op) if na_op else None,
+                  "lower_iters": lower_iters,
+                  "lower_level_model": self.lower, "upper_level_model": self.upper,
+                  "lower_level_var": list(self.lower.parameters()),
+                  "upper_level_var": list(self.upper.parameters()),
+                  "lower_level_opt": ll_opt(list(self.lower.parameters())),
+                  "upper_level_opt": ul_opt(list(self.upper.parameters()))}
+        config.update(options)
+        loss_config = losses or {"lower_level_loss": lower_loss, "upper_level_loss": upper_loss,
+                                 "gda_loss": gda_loss}
+        problem = jboat.Problem(config, loss_config)
+        return problem.build_ll_solver().build_ul_solver()
+
+    # -- oracles (float64) ----------------------------------------------------------------------
+    def M(self):
+        return np.eye(self.m) - self.lr * self.A
+
+    def trajectory(self, x, y0, K):
+        ys = [np.asarray(y0, float)]
+        for _ in range(K):
+            ys.append(self.M() @ ys[-1] + self.lr * self.B @ x)
+        return ys
+
+    def dydx(self, K, start=0):
+        """d y_K / d x when back-propagation covers steps start..K-1."""
+        M = self.M()
+        J = np.zeros((self.m, self.n))
+        for j in range(K - start):
+            J += np.linalg.matrix_power(M, j) @ (self.lr * self.B)
+        return J
+
+    def dF_dy(self, y):
+        return self.C.T @ (self.C @ y - self.t)
+
+    def F(self, x, y):
+        r = self.C @ y - self.t
+        return 0.5 * r @ r + 0.5 * self.mu * x @ x
+
+    def unrolled_hypergradient(self, x, y0, K, start=0, select=None):
+        """dF(x, y_sel)/dx with y_sel = y_select (default y_K), truncated at ``start``."""
+        ys = self.trajectory(x, y0, K)
+        k = K if select is None else select
+        return self.dydx(k, start).T @ self.dF_dy(ys[k]) + self.mu * x
+
+    def implicit_hypergradient(self, x, y):
+        """μx + Bᵀ A⁻¹ Cᵀ(Cy − t): the exact implicit hyper-gradient at y."""
+        return self.mu * x + self.B.T @ np.linalg.solve(self.A, self.dF_dy(y))
+
+    def optimum(self):
+        """x* of min_x F(x, y*(x)) with y*(x) = A⁻¹Bx."""
+        P = np.linalg.solve(self.A, self.B)          # y* = P x
+        H = P.T @ self.C.T @ self.C @ P + self.mu * np.eye(self.n)
+        return np.linalg.solve(H, P.T @ self.C.T @ self.t)
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12)
