@@ -149,8 +149,15 @@ class _MonkeyPatchBase:
         return self(*args, **kwargs)
 
     def __getattr__(self, name):
-        # Only reached when normal lookup fails: fall through to the module.
-        return getattr(object.__getattribute__(self, "_module"), name)
+        # Only reached when normal lookup fails. A top-level parameter attribute
+        # (e.g. ``fmodel.weight``) gives its latest fast weight; anything else falls
+        # through to the wrapped module.
+        module = object.__getattribute__(self, "_module")
+        root = module.__dict__
+        for owner, key, index in object.__getattribute__(self, "_slots"):
+            if owner is root and key == name:
+                return self._history[-1][index]
+        return getattr(module, name)
 
     def __setattr__(self, name, value):
         if name == "track_higher_grads" or name.startswith("_"):

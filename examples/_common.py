@@ -1,0 +1,61 @@
+"""Shared helpers of the example scripts (argument parsing, device, progress)."""
+
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import jboat  # noqa: E402  (sets Jittor's environment defaults before Jittor loads)
+import jittor as jt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def parser(description, default_config, iters):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", default=os.path.join(ROOT, "configs", default_config),
+                   help="solver recipe (YAML or JSON)")
+    p.add_argument("--iters", type=int, default=iters, help="upper-level iterations")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cuda", action="store_true", help="run on CUDA through Jittor's JIT")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="save a loss-curve PNG here (needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def setup(args):
+    np.random.seed(args.seed)
+    jt.set_global_seed(args.seed)
+    if args.cuda:
+        if not jt.has_cuda:
+            raise SystemExit("--cuda given but Jittor found no CUDA device.")
+        jt.flags.use_cuda = 1
+    return jboat.load_config(args.config)
+
+
+def progress(iterable, quiet, **kw):
+    if quiet:
+        return iterable
+    from tqdm import tqdm
+    return tqdm(iterable, **kw)
+
+
+def save_plot(history, path, title):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'jboat[examples]'")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, values in history.items():
+        ax.plot(values, label=key)
+    ax.set_xlabel("upper-level iteration")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
