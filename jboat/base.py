@@ -26,3 +26,13 @@ class OperatorSpec:
     @classmethod
     def check_combination(cls, config):
         """Raise ``ConfigError`` if this operator cannot run with ``config``."""
+
+    def state_dict(self):
+        """State that must survive across ``run_iter`` calls (Vars, numbers, lists,
+        dicts). Stateless operators return ``{}``."""
+        return {}
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned (Vars or numpy arrays)."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state but got {sorted(state)}.")

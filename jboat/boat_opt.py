@@ -6,6 +6,7 @@ import logging
 import time
 
 import jittor as jt
+import numpy as np
 
 from . import higher_jit
 from .config import normalize_config
@@ -14,6 +15,8 @@ from .gm_ol.sequential_ds import makes_functional_dynamical_system
 from .losses import load_loss_function, load_losses
 from .na_ol.sequential_hg import makes_functional_na_operation
 from .operation_registry import get_registered_operation
+from .state import (load_optimizer_state, optimizer_state, restore_vars, snapshot_vars,
+                    to_numpy_tree, to_var_tree)
 from .utils.op_utils import (apply_custom_grads, clear_custom_grads, copy_parameter_from_list,
                              read_custom_grads)
 
@@ -151,31 +154,153 @@ class Problem:
         cfg = self.boat_configs
         batched = cfg["fogm_batch_input"] if self._fo_op else cfg["accumulate_grad"]
         pairs = self._feed_pairs(ll_feed_dict, ul_feed_dict, batched)
+        saved = self._capture_state() if cfg["nan_guard"] else None
+        try:
+            output, records, run_time = self._iterate(pairs, current_iter, batched,
+                                                      check=saved is not None)
+        except FloatingPointError:
+            self._restore_state(saved)
+            raise
+        self._log_results.extend(records)
+        self._record_losses(pairs[0], current_iter)
+        return output, run_time
+
+    def _iterate(self, pairs, current_iter, batched, check):
+        cfg = self.boat_configs
         clear_custom_grads(self._ul_var)
         clear_custom_grads(self._ll_var)
-
-        records = []
+        records, step_losses = [], []
         start = time.perf_counter()
         if self._fo_op is not None:
             for ll_fd, ul_fd in pairs:
                 records.append(self._fo_op_solver.optimize(ll_fd, ul_fd, current_iter))
         else:
-            for ll_fd, ul_fd in pairs:
-                records.extend(self._run_task(ll_fd, ul_fd, current_iter,
+            for task, (ll_fd, ul_fd) in enumerate(pairs):
+                losses = []
+                step_losses.append(losses)
+                records.extend(self._run_task(ll_fd, ul_fd, current_iter, losses,
                                               copy_last=self._copy_last_param and not batched))
-            if self._lower_init_opt is not None:
-                apply_custom_grads(self._lower_init_opt, self._ll_var)
         run_time = time.perf_counter() - start
-
+        if check:
+            self._check_finite(step_losses, records)
+        if self._lower_init_opt is not None:
+            apply_custom_grads(self._lower_init_opt, self._ll_var)
         if cfg["return_grad"]:
             output = [g.detach() for g in read_custom_grads(self._ul_var)]
             clear_custom_grads(self._ul_var)
         else:
             apply_custom_grads(self._upper_opt, self._ul_var)
             output = records
-        self._log_results.extend(records)
-        self._record_losses(pairs[0], current_iter)
-        return output, run_time
+            if check:
+                _raise_first_nonfinite([("UL step (upper-level variables after the "
+                                         "optimizer step)", v.sum()) for v in self._ul_var])
+        return output, records, run_time
+
+    # -- NaN guard -------------------------------------------------------------------------------
+    def _check_finite(self, step_losses, records):
+        """One host synchronisation: every LL step loss, the UL losses, the gradients."""
+        named = []
+        for task, losses in enumerate(step_losses):
+            where = f" of task {task}" if len(step_losses) > 1 else ""
+            named += [(f"LL step {k}{where} (lower-level loss)", loss)
+                      for k, loss in enumerate(losses)]
+        stage = (f"first-order operator {self._fo_op}" if self._fo_op else
+                 f"hyper-gradient operator {'+'.join(self._gm_op + self._na_op)}")
+        for record in records:
+            for entry in [record] + [v for v in record.values() if isinstance(v, dict)]:
+                if "upper_loss" in entry:
+                    named.append((f"{stage} (upper-level loss)", entry["upper_loss"]))
+        named += [(f"{stage} (hyper-gradient)", g.sum()) for g in read_custom_grads(self._ul_var)]
+        if self._lower_init_opt is not None or self._fo_op is not None:
+            named += [(f"{stage} (lower-level variables / their gradients)", g.sum())
+                      for g in read_custom_grads(self._ll_var) + self._ll_var]
+        _raise_first_nonfinite(named)
+
+    def _stateful_operators(self):
+        ops = []
+        for chain in (self._ll_solver, self._ul_solver):
+            if chain is not None:
+                ops += chain.gradient_instances
+        if self._fo_op_solver is not None:
+            ops.append(self._fo_op_solver)
+        return ops
+
+    def _tracked_vars(self):
+        seen, out = set(), []
+        for var in (self._ul_var + self._ll_var + list(self._ll_model.parameters())
+                    + list(self._ul_model.parameters())):
+            if id(var) not in seen:
+                seen.add(id(var))
+                out.append(var)
+        return out
+
+    def _optimizers(self):
+        return {"upper": self._upper_opt, "lower": self._lower_opt,
+                "initialization": self._lower_init_opt}
+
+    def _capture_state(self):
+        variables = self._tracked_vars()
+        return {"vars": (variables, snapshot_vars(variables)),
+                "optimizers": {k: optimizer_state(o) for k, o in self._optimizers().items()
+                               if o is not None},
+                "operators": [_clone_tree(op.state_dict()) for op in self._stateful_operators()]}
+
+    def _restore_state(self, saved):
+        variables, values = saved["vars"]
+        restore_vars(variables, values)
+        for key, state in saved["optimizers"].items():
+            load_optimizer_state(self._optimizers()[key], state)
+        for op, state in zip(self._stateful_operators(), saved["operators"]):
+            op.load_state_dict(state)
+        clear_custom_grads(self._ul_var)
+        clear_custom_grads(self._ll_var)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def state_dict(self):
+        """Everything a resumed run needs, as plain data (numpy arrays), for ``jt.save``.
+
+        Holds the upper and lower variables (and both models' parameters), every
+        optimizer's state (UL, LL, DI: step counts, moments, momentum buffers,
+        learning rates), each operator's state and the loss history.
+        """
+        state = self._capture_state()
+        variables, values = state["vars"]
+        return to_numpy_tree({
+            "format": "jboat.Problem/1",
+            "operators_selected": [c.__name__ for c in self._operator_classes],
+            "variables": values,
+            "optimizers": state["optimizers"],
+            "operators": state["operators"],
+            "loss_history": list(self.loss_history),
+        })
+
+    def load_state_dict(self, state):
+        """Restore a :meth:`state_dict` (e.g. from ``jt.load``) into this Problem.
+
+        The Problem must be built the same way (same config, models and optimizers).
+        """
+        if not isinstance(state, dict) or state.get("format") != "jboat.Problem/1":
+            raise ValueError("Not a jboat Problem state: pass what Problem.state_dict() "
+                             "returned (or jt.load of a file saved with jt.save).")
+        selected = [c.__name__ for c in self._operator_classes]
+        if state["operators_selected"] != selected:
+            raise ValueError(f"The checkpoint was made with operators {state['operators_selected']} "
+                             f"but this Problem uses {selected}; build the same solver config.")
+        variables = self._tracked_vars()
+        if len(state["variables"]) != len(variables) or any(
+                tuple(v.shape) != tuple(np.shape(s)) for v, s in zip(variables, state["variables"])):
+            raise ValueError("The checkpoint's variables do not match this Problem's models "
+                             "(count or shapes differ).")
+        restore_vars(variables, state["variables"])
+        for key, saved in state["optimizers"].items():
+            opt = self._optimizers().get(key)
+            if opt is None:
+                raise ValueError(f"The checkpoint has a '{key}' optimizer this Problem lacks.")
+            load_optimizer_state(opt, to_var_tree(saved))
+        for op, saved in zip(self._stateful_operators(), state["operators"]):
+            op.load_state_dict(to_var_tree(saved))
+        self.loss_history.clear()
+        self.loss_history.extend(state["loss_history"])
 
     @staticmethod
     def _feed_pairs(ll_feed_dict, ul_feed_dict, batched):
@@ -189,7 +314,7 @@ class Problem:
                               f"feeds; pass one pair per task (at least one).")
         return list(zip(ll_feed_dict, ul_feed_dict))
 
-    def _run_task(self, ll_feed_dict, ul_feed_dict, current_iter, copy_last):
+    def _run_task(self, ll_feed_dict, ul_feed_dict, current_iter, step_losses, copy_last):
         with higher_jit.innerloop_ctx(self._ll_model, self._lower_opt,
                                       copy_initial_weights=False,
                                       track_higher_grads=self._track_opt_traj) as (aux_model, aux_opt):
@@ -197,7 +322,8 @@ class Problem:
                                                ul_feed_dict=ul_feed_dict,
                                                auxiliary_model=aux_model,
                                                auxiliary_opt=aux_opt,
-                                               current_iter=current_iter)
+                                               current_iter=current_iter,
+                                               step_losses=step_losses)
             records = list(dynamic)
             if self._ul_solver is not None:
                 max_loss_iter = next(iter(dynamic[0].values()))
@@ -250,3 +376,30 @@ class Problem:
         fig.savefig(path)
         plt.close(fig)
         return path
+
+
+def _clone_tree(obj):
+    """Snapshot every Var in nested containers (values survive later in-place updates)."""
+    if isinstance(obj, jt.Var):
+        return obj.clone().detach()
+    if isinstance(obj, dict):
+        return {k: _clone_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone_tree(v) for v in obj)
+    return obj
+
+
+def _raise_first_nonfinite(named_values):
+    """Raise ``FloatingPointError`` naming the first entry whose value is not finite."""
+    if not named_values:
+        return
+    values = jt.concat([v.reshape(1).float32() if isinstance(v, jt.Var)
+                        else jt.array(np.float32([v])) for _, v in named_values])
+    finite = np.isfinite(values.numpy())
+    if finite.all():
+        return
+    first = int(np.argmin(finite))
+    raise FloatingPointError(
+        f"Non-finite value at {named_values[first][0]}; the iteration was rolled back (variables "
+        f"and optimizer states are as before it). Lower the learning rates, check the data, or "
+        f"set nan_guard: false to skip this check.")

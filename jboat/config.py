@@ -37,6 +37,9 @@ TOP_LEVEL_OPTIONS = (
            doc="optional JSON file rewritten with the loss history each iteration"),
     Option("track_losses", "bool", True,
            doc="after each iteration evaluate f and F on the real models into loss_history"),
+    Option("nan_guard", "bool", True,
+           doc="raise FloatingPointError on a non-finite loss or gradient and roll the "
+               "iteration back (one extra host synchronisation per iteration)"),
     Option("device", "choice", None, choices=(None, "cpu", "cuda"),
            doc="'cuda' sets jt.flags.use_cuda=1, 'cpu' sets it to 0, null leaves it"),
 )
@@ -187,7 +190,8 @@ def normalize_config(config, check_runtime=True):
                                 for k in o.known_keys() if k in config}, "config"))
     out.pop("fo_ol_batch_input", None)
 
-    sections = set(registry.Operation_REGISTRY) | {"CG"}
+    sections = {cls.config_section for cls in registry.Operation_REGISTRY.values()
+                if getattr(cls, "role", None) is not None}
     known = (set(RUNTIME_KEYS) | {"fo_op", "gm_op", "na_op"} | set(_IGNORED_KEYS)
              | {k for o in TOP_LEVEL_OPTIONS for k in o.known_keys()} | sections)
     unknown = sorted(str(k) for k in config if k not in known)

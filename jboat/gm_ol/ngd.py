@@ -11,7 +11,7 @@ __all__ = ["NGD", "run_inner_loop"]
 
 
 def run_inner_loop(objective, feeds, ul_model, aux_model, aux_opt, steps, first_step=0,
-                   grad_callback=None, monitor=None):
+                   grad_callback=None, monitor=None, step_losses=None):
     """Take ``steps`` differentiable LL steps from the latest fast weights.
 
     Args:
@@ -21,6 +21,8 @@ def run_inner_loop(objective, feeds, ul_model, aux_model, aux_opt, steps, first_
         grad_callback: applied to each step's gradients (``stop_grads`` for FOA).
         monitor: optional callable ``monitor(fast_weights) -> scalar Var``, evaluated
             without gradient after each step; the values are returned (not synced).
+        step_losses: optional list; each step's objective value is appended
+            (detached, not synced) for the caller's finiteness check.
 
     Returns:
         list of monitored values (empty without ``monitor``).
@@ -29,6 +31,8 @@ def run_inner_loop(objective, feeds, ul_model, aux_model, aux_opt, steps, first_
     values = []
     for k in range(first_step, first_step + steps):
         loss = objective(k, ll_feed, ul_feed, ul_model, aux_model)
+        if step_losses is not None:
+            step_losses.append(loss.detach())
         new_params = aux_opt.step(loss, grad_callback=grad_callback)
         if monitor is not None:
             with jt.no_grad():
@@ -36,7 +40,8 @@ def run_inner_loop(objective, feeds, ul_model, aux_model, aux_opt, steps, first_
     return values
 
 
-def truncate_trajectory(objective, feeds, ul_model, aux_model, aux_opt, steps):
+def truncate_trajectory(objective, feeds, ul_model, aux_model, aux_opt, steps,
+                        step_losses=None):
     """Take ``steps`` LL steps that back-propagation will not see (RGT).
 
     The steps use the inner optimizer's rule (its state carries on), gradients are
@@ -49,6 +54,8 @@ def truncate_trajectory(objective, feeds, ul_model, aux_model, aux_opt, steps):
     weights = aux_model.parameters()
     for k in range(steps):
         loss = objective(k, ll_feed, ul_feed, ul_model, aux_model, params=weights)
+        if step_losses is not None:
+            step_losses.append(loss.detach())
         weights = aux_opt.step(loss, params=weights, grad_callback=stop_grads, record=False)
         weights = [w.detach() if not w.is_stop_grad() else w for w in weights]
     aux_opt.detach_state()
@@ -92,7 +99,7 @@ class NGD(DynamicalSystem):
         T = self.truncate_iter
         if T > 0:
             truncate_trajectory(objective, feeds, self.ul_model, auxiliary_model,
-                                auxiliary_opt, T)
+                                auxiliary_opt, T, step_losses=kwargs.get("step_losses"))
         monitor = None
         if self.pessimistic:
             def monitor(weights):
@@ -101,7 +108,7 @@ class NGD(DynamicalSystem):
         values = run_inner_loop(objective, feeds, self.ul_model, auxiliary_model,
                                 auxiliary_opt, self.lower_loop - T, first_step=T,
                                 grad_callback=stop_grads if self.first_order else None,
-                                monitor=monitor)
+                                monitor=monitor, step_losses=kwargs.get("step_losses"))
         result = -1
         if values:
             # one host synchronisation after the loop, not one per step

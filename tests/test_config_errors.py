@@ -1,0 +1,153 @@
+"""Bad input is refused at build time with an error that says what to change."""
+
+import copy
+import json
+
+import pytest
+
+import jboat
+from jboat.errors import ConfigError, ConfigTypeError, MissingConfigKeyError, UnknownOperatorError
+from quadratic import Quadratic, lower_loss, upper_loss
+
+
+@pytest.fixture
+def q():
+    return Quadratic()
+
+
+def test_unknown_operator_lists_valid_names(q):
+    with pytest.raises(UnknownOperatorError, match=r"Unknown na_op operator 'RADD'.*Did you mean 'RAD'.*Valid na_op names: .*RAD"):
+        q.build(["NGD"], ["RADD"])
+
+
+def test_operator_of_the_wrong_family(q):
+    with pytest.raises(UnknownOperatorError, match="'NGD' is a gm_op operator and cannot appear in na_op"):
+        q.build(["NGD"], ["NGD"])
+
+
+def test_gm_op_without_ngd_or_dm(q):
+    with pytest.raises(ConfigError, match=r"no operator that runs the lower-level loop; add one of .*NGD"):
+        q.build(["GDA"], ["RAD"])
+
+
+def test_two_terminal_na_operators(q):
+    with pytest.raises(ConfigError, match=r"not a valid chain; pick exactly one of"):
+        q.build(["NGD"], ["RAD", "IAD"])
+
+
+def test_missing_loss_function(q):
+    with pytest.raises(MissingConfigKeyError, match="loss_config lacks upper_level_loss"):
+        q.build(losses={"lower_level_loss": lower_loss})
+    with pytest.raises(KeyError):   # also a KeyError, as upstream raised
+        q.build(losses={"lower_level_loss": lower_loss})
+
+
+def test_missing_gda_loss_names_gda(q):
+    with pytest.raises(MissingConfigKeyError, match="gda_loss.*GDA"):
+        q.build(["GDA", "NGD"], ["RAD"], losses={"lower_level_loss": lower_loss,
+                                                  "upper_level_loss": upper_loss})
+
+
+def test_bad_dotted_loss_path(q):
+    with pytest.raises(ConfigError, match="Cannot import module 'no_such_module'"):
+        q.build(losses={"lower_level_loss": {"function": "no_such_module.f"},
+                        "upper_level_loss": upper_loss})
+    with pytest.raises(ConfigError, match="has no function 'nope'"):
+        q.build(losses={"lower_level_loss": {"function": "quadratic.nope"},
+                        "upper_level_loss": upper_loss})
+
+
+def test_dotted_loss_path_with_params(q):
+    problem = q.build(losses={"lower_level_loss": {"function": "quadratic.lower_loss", "params": {}},
+                              "upper_level_loss": {"function": "quadratic.upper_loss"}},
+                      return_grad=True)
+    grads, _ = problem.run_iter(q.ll_feed(), q.ul_feed(), 0)
+    assert grads[0].shape == [3]
+
+
+def test_wrong_type_for_numeric_option(q):
+    with pytest.raises(ConfigTypeError, match=r"lower_iters must be an integer, got '5'"):
+        q.build(lower_iters="5")
+    with pytest.raises(TypeError):
+        q.build(["GDA", "NGD"], ["RAD"], GDA={"alpha_init": "0.5", "alpha_decay": 0.9})
+
+
+def test_out_of_range_and_unknown_options(q):
+    with pytest.raises(ConfigError, match=r"GDA.alpha_init must be > 0.0 and < 1.0"):
+        q.build(["GDA", "NGD"], ["RAD"], GDA={"alpha_init": 1.5})
+    with pytest.raises(ConfigError, match=r"Unknown option\(s\) alpha in 'GDA'; valid options: alpha_decay, alpha_init"):
+        q.build(["GDA", "NGD"], ["RAD"], GDA={"alpha": 0.5})
+    with pytest.raises(ConfigError, match=r"Unknown solver config key\(s\): lower_iter\b"):
+        q.build(lower_iter=3)
+    with pytest.raises(ConfigError, match="lower_iters must be >= 1"):
+        q.build(lower_iters=0)
+
+
+def test_missing_runtime_object(q):
+    q.build()
+    config = {"gm_op": ["NGD"], "na_op": ["RAD"], "lower_level_model": q.lower}
+    with pytest.raises(MissingConfigKeyError, match="lacks upper_level_model"):
+        jboat.Problem(config, {"lower_level_loss": lower_loss, "upper_level_loss": upper_loss})
+
+
+def test_options_of_unselected_operators_not_required_and_caller_dict_untouched(q):
+    problem = q.build()
+    config = dict(problem.boat_configs)
+    for key in ("GDA", "CG", "gda_loss", "lower_iters"):
+        config.pop(key, None)
+    config["DM"] = {"anything": "is not read"}       # unselected: not validated
+    before = copy.copy(config)
+    problem = jboat.Problem(config, {"lower_level_loss": lower_loss, "upper_level_loss": upper_loss})
+    assert config == before and "GDA" not in config
+    assert problem.boat_configs["lower_iters"] == 10
+
+
+def test_names_are_normalised(q):
+    problem = q.build(["ngd"], ["rad"])
+    assert problem.boat_configs["gm_op"] == ["NGD"] and problem.boat_configs["na_op"] == ["RAD"]
+
+
+def test_fo_op_and_na_op_together(q):
+    with pytest.raises(ConfigError, match="set gm_op and na_op to null"):
+        q.build(["NGD"], ["RAD"], fo_op="VSO")
+
+
+def test_run_iter_before_build(q):
+    problem = q.build()
+    problem._ll_solver = None
+    with pytest.raises(ConfigError, match="build_ll_solver"):
+        problem.run_iter(q.ll_feed(), q.ul_feed(), 0)
+
+
+def test_malformed_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("gm_op: [NGD\nna_op: [RAD]\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML at line \d+"):
+        jboat.load_config(path)
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="must contain a mapping"):
+        jboat.load_config(path)
+
+
+def test_yaml_and_json_load(tmp_path):
+    yml = tmp_path / "r.yaml"
+    yml.write_text("gm_op: [NGD]\nna_op: [CG]\nCG: {k: 5, tolerance: 1e-6}\n")
+    data = jboat.load_config(yml)
+    assert data["CG"]["tolerance"] == 1e-6 and isinstance(data["CG"]["tolerance"], float)
+    js = tmp_path / "r.json"
+    js.write_text(json.dumps({"gm_op": ["NGD"], "na_op": ["RAD"]}))
+    assert jboat.load_config(js) == {"gm_op": ["NGD"], "na_op": ["RAD"]}
+    bad = tmp_path / "b.json"
+    bad.write_text("{\"gm_op\": [}")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        jboat.load_config(bad)
+
+
+def test_registry_lookup_error_lists_names():
+    with pytest.raises(ValueError, match="Class 'Nope' is not registered. Registered classes: .*NGD"):
+        jboat.get_registered_operation("Nope")
+    from jboat.operation_registry import HyperGradientRules, validate_and_adjust_order
+    assert validate_and_adjust_order(["op1", "op3", "op2", "op1", "x"],
+                                     [["op1", "op2"], ["op3"]]) == ["op1", "op2", "op3"]
+    with pytest.raises(ValueError, match="list of lists"):
+        HyperGradientRules.set_gradient_order(["PTT"])

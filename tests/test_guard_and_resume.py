@@ -1,0 +1,107 @@
+"""NaN guard (roll back + named stage) and checkpoint/resume equal to an uninterrupted run."""
+
+import os
+import subprocess
+import sys
+
+import jittor as jt
+import numpy as np
+import pytest
+
+from quadratic import Quadratic, lower_loss, upper_loss
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class PoisonedLoss:
+    """The quadratic LL loss, returning NaN at one chosen call once armed."""
+
+    def __init__(self):
+        self.calls, self.at = 0, None
+
+    def __call__(self, feed, upper_model, lower_model, **kwargs):
+        value = lower_loss(feed, upper_model, lower_model, **kwargs)
+        self.calls += 1
+        return value * float("nan") if self.calls == self.at else value
+
+
+def _state(problem):
+    opt = problem.boat_configs["upper_level_opt"]
+    return ([p.numpy().copy() for p in problem._tracked_vars()], opt.n_step,
+            [m.numpy().copy() for m in opt.param_groups[0]["m"]],
+            [v.numpy().copy() for v in opt.param_groups[0]["values"]])
+
+
+def test_nan_in_lower_loss_at_step_3_rolls_back():
+    q = Quadratic()
+    loss = PoisonedLoss()
+    problem = q.build(["NGD"], ["RAD"], lower_iters=5,
+                      ul_opt=lambda ps: jt.optim.Adam(ps, lr=0.05),
+                      losses={"lower_level_loss": loss, "upper_level_loss": upper_loss})
+    problem.run_iter(q.ll_feed(), q.ul_feed(), 0)        # a healthy iteration first
+    before = _state(problem)
+    loss.calls, loss.at = 0, 4                           # steps are 0-based: call 4 = step 3
+    with pytest.raises(FloatingPointError, match=r"LL step 3 \(lower-level loss\).*rolled back"):
+        problem.run_iter(q.ll_feed(), q.ul_feed(), 1)
+    after = _state(problem)
+    for a, b in zip(before[0], after[0]):
+        np.testing.assert_array_equal(a, b)
+    assert before[1] == after[1] == 1
+    for a, b in zip(before[2] + before[3], after[2] + after[3]):
+        np.testing.assert_array_equal(a, b)
+    assert [r["iter"] for r in problem.loss_history] == [0]
+    loss.at = None
+    problem.run_iter(q.ll_feed(), q.ul_feed(), 1)        # and the run can go on
+
+
+def test_nan_in_upper_gradient_is_named():
+    q = Quadratic()
+
+    def bad_upper(feed, upper_model, lower_model, **kwargs):
+        return upper_loss(feed, upper_model, lower_model, **kwargs) + jt.log(upper_model().sum() * 0 - 1)
+    problem = q.build(["NGD"], ["RAD"], lower_iters=2,
+                      losses={"lower_level_loss": lower_loss, "upper_level_loss": bad_upper})
+    x0 = q.upper.value.numpy().copy()
+    with pytest.raises(FloatingPointError, match="hyper-gradient operator NGD\\+RAD"):
+        problem.run_iter(q.ll_feed(), q.ul_feed(), 0)
+    np.testing.assert_array_equal(q.upper.value.numpy(), x0)
+
+
+RESUME = r"""
+import sys, numpy as np
+sys.path.insert(0, {here!r})
+import jboat, jittor as jt
+from quadratic import Quadratic
+q = Quadratic()
+problem = q.build(["NGD"], ["RAD"], lower_iters=4, ul_opt=lambda ps: jt.optim.Adam(ps, lr=0.05))
+start, stop, path = {start}, {stop}, {path!r}
+if start:
+    problem.load_state_dict(jt.load(path))
+for it in range(start, stop):
+    problem.run_iter(q.ll_feed(), q.ul_feed(), it)
+if not start:
+    jt.save(problem.state_dict(), path)
+np.save(path + ".x.npy", np.concatenate([q.upper.value.numpy(), q.lower.value.numpy()]))
+"""
+
+
+def _run(start, stop, path):
+    code = RESUME.format(here=HERE, start=start, stop=stop, path=str(path))
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return np.load(str(path) + ".x.npy")
+
+
+def test_resume_in_new_process_equals_uninterrupted(tmp_path):
+    straight = _run(0, 6, tmp_path / "straight.pkl")
+    _run(0, 3, tmp_path / "ckpt.pkl")
+    resumed = _run(3, 6, tmp_path / "ckpt.pkl")
+    np.testing.assert_allclose(resumed, straight, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(_run(0, 3, tmp_path / "other.pkl"), straight)
+
+
+def test_load_state_dict_rejects_other_solver():
+    q = Quadratic()
+    state = q.build(["NGD"], ["RAD"]).state_dict()
+    other = Quadratic().build(["GDA", "NGD"], ["RAD"])
+    with pytest.raises(ValueError, match="operators"):
+        other.load_state_dict(state)
