@@ -1,0 +1,1 @@
+"""Generators for the reference documents in ``docs/`` (run as modules)."""
