@@ -211,7 +211,8 @@ class Problem:
                 if "upper_loss" in entry:
                     named.append((f"{stage} (upper-level loss)", entry["upper_loss"]))
         named += [(f"{stage} (hyper-gradient)", g.sum()) for g in read_custom_grads(self._ul_var)]
-        if self._lower_init_opt is not None or self._fo_op is not None:
+        if (self._lower_init_opt is not None or self._fo_op is not None
+                or self._ul_solver is None):   # DI buffers, or LL variables updated by the operator
             named += [(f"{stage} (lower-level variables / their gradients)", g.sum())
                       for g in read_custom_grads(self._ll_var) + self._ll_var]
         _raise_first_nonfinite(named)

@@ -129,3 +129,44 @@ class Quadratic:
 def rel_err(a, b):
     a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
     return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12)
+
+
+# -- oracles for the GM operators (GDA, DI) ------------------------------------------------------
+def gda_alphas(K, alpha_init, alpha_decay):
+    """α_k = alpha_init · alpha_decay^k for the LL steps k = 0..K-1 of one UL iteration."""
+    return [alpha_init * alpha_decay ** k for k in range(K)]
+
+
+def gda_trajectory(q, x, y0, K, alpha_init, alpha_decay):
+    """LL iterates of steps along ∇_y[α_k F + (1 − α_k) f] (float64):
+    y_{k+1} = M_k y_k + c_k(x), M_k = I − s(α_k CᵀC + (1 − α_k)A),
+    c_k = s(α_k Cᵀt + (1 − α_k)Bx)."""
+    ys = [np.asarray(y0, float)]
+    eye = np.eye(q.m)
+    for a in gda_alphas(K, alpha_init, alpha_decay):
+        M = eye - q.lr * (a * q.C.T @ q.C + (1 - a) * q.A)
+        ys.append(M @ ys[-1] + q.lr * (a * q.C.T @ q.t + (1 - a) * q.B @ np.asarray(x, float)))
+    return ys
+
+
+def gda_dydx(q, K, alpha_init, alpha_decay):
+    """d y_K / d x of the aggregated iteration: J_{k+1} = M_k J_k + s(1 − α_k)B, J_0 = 0
+    (the μ‖x‖² term of F has no y-gradient, so only the f-part of c_k depends on x)."""
+    eye = np.eye(q.m)
+    J = np.zeros((q.m, q.n))
+    for a in gda_alphas(K, alpha_init, alpha_decay):
+        M = eye - q.lr * (a * q.C.T @ q.C + (1 - a) * q.A)
+        J = M @ J + q.lr * (1 - a) * q.B
+    return J
+
+
+def gda_unrolled_hypergradient(q, x, y0, K, alpha_init, alpha_decay):
+    """dF(x, y_K(x))/dx = μx + (dy_K/dx)ᵀ Cᵀ(C y_K − t) for the aggregated iteration."""
+    y_K = gda_trajectory(q, x, y0, K, alpha_init, alpha_decay)[-1]
+    return q.mu * np.asarray(x, float) + gda_dydx(q, K, alpha_init, alpha_decay).T @ q.dF_dy(y_K)
+
+
+def initial_point_gradient(q, x, y0, K):
+    """∂F(x, y_K)/∂y_0 = (M^K)ᵀ Cᵀ(C y_K − t) for plain SGD steps (the DI gradient)."""
+    y_K = q.trajectory(x, y0, K)[-1]
+    return np.linalg.matrix_power(q.M(), K).T @ q.dF_dy(y_K)

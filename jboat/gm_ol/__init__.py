@@ -5,12 +5,7 @@ from .sequential_ds import SequentialDS, makes_functional_dynamical_system
 from .ngd import NGD
 from .gda import GDA
 from .di import DI
+from .dm import DM
 
 __all__ = ["DynamicalSystem", "SequentialDS", "makes_functional_dynamical_system",
-           "NGD", "GDA", "DI"]
-
-try:  # DM lands with its own module
-    from .dm import DM  # noqa: F401
-    __all__.append("DM")
-except ImportError:  # pragma: no cover
-    pass
+           "NGD", "GDA", "DI", "DM"]
