@@ -1,0 +1,207 @@
+"""Generate ``docs/combinations.md``: which ``gm_op`` × ``na_op`` pairs are valid.
+
+    python -m jboat.tools.combination_table > docs/combinations.md
+
+Every candidate pair is validated by :func:`jboat.config.normalize_config` (with
+``check_runtime=False``: no models or optimizers needed), so the table says exactly
+what building a ``Problem`` says. Options an operator requires are filled with an
+in-range example value. ``lower_iters`` is a free choice of the user, so a pair counts
+as valid if it validates with one of :data:`LOWER_ITERS` (marked when only a
+non-default value works).
+"""
+
+import itertools
+
+import jboat  # noqa: F401  (registers every operator)
+from jboat.config import normalize_config
+from jboat.errors import ConfigError
+from jboat.operation_registry import (DynamicalSystemRules, HyperGradientRules,
+                                      Operation_REGISTRY, operators_by_role)
+from jboat.options import REQUIRED
+
+__all__ = ["combination_table", "check_pair", "gm_candidates", "na_candidates"]
+
+#: ``lower_iters`` values tried for each pair, the default first
+LOWER_ITERS = (10, 1)
+
+
+def _ordered(role, groups):
+    """Registered names of ``role`` in chain order (unlisted ones last, sorted)."""
+    listed = [name for group in groups for name in group
+              if getattr(Operation_REGISTRY.get(name), "role", None) == role]
+    return listed + [n for n in operators_by_role(role) if n not in listed]
+
+
+def _subsets(names):
+    for size in range(1, len(names) + 1):
+        for combo in itertools.combinations(names, size):
+            yield list(combo)
+
+
+def gm_candidates():
+    """All non-empty gm_op lists (chain order)."""
+    return list(_subsets(_ordered("gm", DynamicalSystemRules.get_gradient_order())))
+
+
+def na_candidates():
+    """na_op lists of the valid shape: pre-operators followed by one terminal choice."""
+    names = _ordered("na", HyperGradientRules.get_gradient_order())
+    pre = [n for n in names if Operation_REGISTRY[n].na_stage == "pre"]
+    cores = [n for n in names if Operation_REGISTRY[n].na_stage != "pre"]
+    chains = [[n] for n in cores]
+    for n in cores:
+        chains += [[p, n] for p in Operation_REGISTRY[n].accepts_prefix if p in cores]
+    prefixes = [[]] + list(_subsets(pre))
+    return [prefix + chain for chain in chains for prefix in prefixes]
+
+
+def _example_value(option):
+    """An in-range value for a required option."""
+    if option.kind == "choice":
+        return option.choices[0]
+    if option.kind in ("int", "float"):
+        low, high = option.low, option.high
+        if low is not None and high is not None:
+            value = (low + high) / 2
+            return int(value) if option.kind == "int" and low < int(value) < high else value
+        if low is not None:
+            return low + (1 if option.low_open else 0)
+        if high is not None:
+            return high - (1 if option.high_open else 0)
+        return 1
+    return {"bool": False, "str": ""}.get(option.kind)
+
+
+def _config(gm_op, na_op, lower_iters):
+    config = {"gm_op": gm_op, "na_op": na_op, "lower_iters": lower_iters}
+    for name in (gm_op or []) + (na_op or []):
+        cls = Operation_REGISTRY[name]
+        required = {o.name: _example_value(o) for o in cls.options if o.default is REQUIRED}
+        if required:
+            config.setdefault(cls.config_section, {}).update(required)
+    return config
+
+
+def check_pair(gm_op, na_op):
+    """``(lower_iters, None)`` for a valid pair, else ``(None, reason)``.
+
+    When every tried ``lower_iters`` fails, the reason is the first one that is not
+    about ``lower_iters`` (that value is the user's free choice). The literal lists
+    are replaced by ``<gm_op>`` / ``<na_op>`` so that equal reasons read the same.
+    """
+    reasons = []
+    for lower_iters in LOWER_ITERS:
+        try:
+            normalize_config(_config(gm_op, na_op, lower_iters), check_runtime=False)
+        except ConfigError as exc:
+            reasons.append(_generic(str(exc), gm_op, na_op))
+            continue
+        return lower_iters, None
+    preferred = [r for r in reasons if "lower_iters" not in r]
+    return None, (preferred or reasons)[0]
+
+
+def _generic(reason, gm_op, na_op):
+    for key, names in (("na_op", na_op), ("gm_op", gm_op)):
+        if names:
+            reason = reason.replace(repr(list(names)), f"<{key}>")
+    return reason
+
+
+def _label(names):
+    return ", ".join(names)
+
+
+def combination_table():
+    """The markdown text of ``docs/combinations.md``."""
+    gm_sets = gm_candidates()
+    na_sets = na_candidates()
+    columns = [g for g in gm_sets if any(Operation_REGISTRY[n].gm_terminal for n in g)]
+    lonely = [g for g in gm_sets if g not in columns]
+    reasons = {}
+
+    def note(reason):
+        return reasons.setdefault(reason, len(reasons) + 1)
+
+    out = ["# Valid operator combinations", "",
+           "Generated by `python -m jboat.tools.combination_table` from the operator "
+           "registry (each pair is validated exactly as `Problem` validates a config); do "
+           "not edit by hand.", "",
+           "The order of names inside `gm_op` / `na_op` does not matter (the chains run in "
+           "the registry's order). `✓` = accepted; `✓ (K=n)` = accepted only with "
+           "`lower_iters: n`; `✗ n` = refused for reason n below. Rows are every "
+           "`na_op` of the shape *pre-operators + one terminal choice*; columns every "
+           "`gm_op` that runs the lower-level loop.", ""]
+    out.append("| na_op \\ gm_op | " + " | ".join(_label(g) for g in columns) + " |")
+    out.append("|---|" + "---|" * len(columns))
+    for na in na_sets:
+        cells = []
+        for gm in columns:
+            lower_iters, reason = check_pair(gm, na)
+            if reason is not None:
+                cells.append(f"✗ {note(reason)}")
+            elif lower_iters != LOWER_ITERS[0]:
+                cells.append(f"✓ (K={lower_iters})")
+            else:
+                cells.append("✓")
+        out.append(f"| {_label(na)} | " + " | ".join(cells) + " |")
+    out += ["", "## Reasons", ""]
+    out += [f"{number}. {reason}" for reason, number in reasons.items()]
+    passive = [n for n in _ordered("na", HyperGradientRules.get_gradient_order())
+               if Operation_REGISTRY[n].na_stage == "pre"
+               and not Operation_REGISTRY[n].tracks_trajectory]
+    tracking = [n for n in _ordered("gm", DynamicalSystemRules.get_gradient_order())
+                + _ordered("na", HyperGradientRules.get_gradient_order())
+                if Operation_REGISTRY[n].tracks_trajectory]
+    if passive:
+        out += ["", f"{', '.join(passive)} act on the recorded lower-level trajectory only: "
+                f"in a config without any of {', '.join(tracking)} they are accepted but have "
+                f"no effect, and a warning is logged when the solver is built."]
+
+    out += ["", "## gm_op lists refused with every na_op", ""]
+    first_na = na_sets[0] if na_sets else None
+    out += _grouped((gm, check_pair(gm, first_na)[1]) for gm in lonely)
+
+    out += ["", "## na_op lists refused with every gm_op", "",
+            "Any list whose non-pre part is not one of the terminal choices of the table; "
+            "all such lists of one or two names:", ""]
+    names = _ordered("na", HyperGradientRules.get_gradient_order())
+    valid_shapes = {tuple(sorted(n)) for n in na_sets}
+    gm = columns[0] if columns else None
+    refused = [list(c) for size in (1, 2) for c in itertools.combinations(names, size)
+               if tuple(sorted(c)) not in valid_shapes]
+    out += _grouped((na, check_pair(gm, na)[1]) for na in refused)
+
+    fo_names = operators_by_role("fo")
+    if fo_names:
+        out += ["", "## fo_op", "",
+                "A first-order operator replaces the whole pipeline (`gm_op` and `na_op` must "
+                "be null):", ""]
+        for name in fo_names:
+            try:
+                normalize_config({"fo_op": name, "gm_op": None, "na_op": None,
+                                  **_fo_sections(name)}, check_runtime=False)
+                out.append(f"* `{name}`: ✓")
+            except ConfigError as exc:
+                out.append(f"* `{name}`: ✗ {exc}")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _grouped(pairs):
+    """Bullet lines ``* `[a]`, `[b]`: reason`` grouping lists with the same reason."""
+    by_reason = {}
+    for names, reason in pairs:
+        by_reason.setdefault(reason, []).append(f"`[{_label(names)}]`")
+    return [f"* {', '.join(lists)}: {reason}" for reason, lists in by_reason.items()]
+
+
+def _fo_sections(name):
+    cls = Operation_REGISTRY[name]
+    required = {o.name: _example_value(o) for o in cls.options if o.default is REQUIRED}
+    return {cls.config_section: required} if required else {}
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(combination_table())
