@@ -1,22 +1,33 @@
 # `make demo` and `make test` do their own set-up (pip install of the package and
-# its test/example extras into the current Python). PYTHON selects the interpreter.
+# its test/example extras into the current Python, then a local oneDNN for Jittor:
+# found, or installed with apt-get as root, validated, else Jittor's built-in CPU
+# kernels; never fails, see jboat/tools/onednn.py). PYTHON selects the interpreter;
+# JBOAT_ONEDNN=0 skips the oneDNN step.
 PYTHON ?= python3
 STAMP := .make-installed
 
-.PHONY: setup demo test clean
+.PHONY: setup onednn demo test bench clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m pip install -q -e ".[test,examples]"
-	$(PYTHON) -c "import jboat, jittor"  # first import compiles Jittor's core once
+	bash tools/setup_mpi.sh  # OpenMPI for mpirun where apt-get can; never fails (JBOAT_SKIP_MPI=1 skips)
+	$(PYTHON) jboat/tools/onednn.py setup  # compiles Jittor's core once, then oneDNN
+	$(PYTHON) -c "import jboat, jittor"
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+onednn:
+	$(PYTHON) jboat/tools/onednn.py setup --revalidate
 
 demo: $(STAMP)
 	$(PYTHON) examples/l2_regularization.py
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PYTHON) bench/bench_l2.py
 
 clean:
 	rm -f $(STAMP)

@@ -8,10 +8,12 @@ when no local oneDNN is available. Values already set by the user are kept.
 import logging
 
 from ._env import configure_jittor_environment
+from .distributed import install_process_hooks
 
+install_process_hooks()  # under mpirun only: rank-0 logging, a failing rank stops the job
 configure_jittor_environment()
 
-from . import higher_jit, utils, gm_ol, na_ol, fo_ol  # noqa: E402
+from . import distributed, higher_jit, utils, gm_ol, na_ol, fo_ol  # noqa: E402
 from .boat_opt import Problem  # noqa: E402
 from .config import load_config, normalize_config  # noqa: E402
 from .errors import (ConfigError, ConfigTypeError, MissingConfigKeyError,  # noqa: E402
@@ -20,10 +22,12 @@ from .operation_registry import (Operation_REGISTRY, get_registered_operation,  
                                  operators_by_role, register_class)
 
 logging.getLogger("jboat").addHandler(logging.NullHandler())
+install_process_hooks()  # again, now that Jittor (which sets its own excepthook) is loaded
 
 __version__ = "0.1.0"
 
 __all__ = ["Problem", "load_config", "normalize_config", "Operation_REGISTRY",
            "register_class", "get_registered_operation", "operators_by_role",
            "ConfigError", "ConfigTypeError", "MissingConfigKeyError",
-           "UnknownOperatorError", "higher_jit", "utils", "gm_ol", "na_ol", "fo_ol"]
+           "UnknownOperatorError", "distributed", "higher_jit", "utils", "gm_ol", "na_ol",
+           "fo_ol"]

@@ -11,12 +11,15 @@ class OperatorSpec:
         options: tuple of :class:`jboat.options.Option` of the operator's section.
         config_section: name of that section (defaults to the class name).
         tracks_trajectory: the operator needs the differentiable LL history.
+        supports_data_parallel: the operator gives the full-data result under
+            ``data_parallel`` (FO operators never do; see ``jboat.distributed``).
     """
 
     role = None
     options = ()
     config_section = None
     tracks_trajectory = False
+    supports_data_parallel = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -8,7 +8,7 @@ import time
 import jittor as jt
 import numpy as np
 
-from . import higher_jit
+from . import distributed, higher_jit
 from .config import normalize_config
 from .errors import ConfigError, ConfigTypeError
 from .gm_ol.sequential_ds import makes_functional_dynamical_system
@@ -45,6 +45,13 @@ class Problem:
     Raises:
         ConfigError, ConfigTypeError, MissingConfigKeyError: invalid configuration,
             with a message naming the key and the fix.
+
+    Under ``mpirun`` (see :mod:`jboat.distributed`): the variables and both models'
+    parameters are broadcast from rank 0 when the Problem is built; after the
+    tasks of an iteration the UL buffers (and DI's LL buffers) are summed across
+    ranks (task lists: ``accumulate_grad`` / ``fogm_batch_input``) or averaged
+    (``data_parallel``, or neither), so every rank takes the same steps; only rank 0
+    writes ``loss_log_path``; one ``run_iter`` is bounded by ``mpi_timeout``.
     """
 
     def __init__(self, config, loss_config):
@@ -80,6 +87,13 @@ class Problem:
         self._copy_last_param = cfg["copy_last_param"] and not any(
             getattr(c, "keeps_lower_model", False) for c in self._operator_classes)
         self._apply_device(cfg["device"])
+        batched = cfg["fogm_batch_input"] if self._fo_op else cfg["accumulate_grad"]
+        #: None outside MPI, else "task", "data" or "replica" (jboat.distributed)
+        self._parallel = distributed.parallel_mode(cfg, batched)
+        if self._parallel is not None:
+            # ranks must start from the same point; later steps keep them equal
+            with distributed.watchdog(cfg["mpi_timeout"]):
+                distributed.broadcast_vars(self._tracked_vars(), root=0)
 
     # -- set-up --------------------------------------------------------------------------
     @staticmethod
@@ -155,14 +169,15 @@ class Problem:
         batched = cfg["fogm_batch_input"] if self._fo_op else cfg["accumulate_grad"]
         pairs = self._feed_pairs(ll_feed_dict, ul_feed_dict, batched)
         saved = self._capture_state() if cfg["nan_guard"] else None
-        try:
-            output, records, run_time = self._iterate(pairs, current_iter, batched,
-                                                      check=saved is not None)
-        except FloatingPointError:
-            self._restore_state(saved)
-            raise
-        self._log_results.extend(records)
-        self._record_losses(pairs[0], current_iter)
+        with distributed.watchdog(cfg["mpi_timeout"] if self._parallel else None):
+            try:
+                output, records, run_time = self._iterate(pairs, current_iter, batched,
+                                                          check=saved is not None)
+            except FloatingPointError:
+                self._restore_state(saved)
+                raise
+            self._log_results.extend(records)
+            self._record_losses(pairs[0], current_iter)
         return output, run_time
 
     def _iterate(self, pairs, current_iter, batched, check):
@@ -171,6 +186,8 @@ class Problem:
         clear_custom_grads(self._ll_var)
         records, step_losses = [], []
         start = time.perf_counter()
+        if self._parallel == "data":   # every rank must run the same collectives
+            distributed.check_same_on_all_ranks(len(pairs), "number of tasks per iteration")
         if self._fo_op is not None:
             for ll_fd, ul_fd in pairs:
                 records.append(self._fo_op_solver.optimize(ll_fd, ul_fd, current_iter))
@@ -180,6 +197,14 @@ class Problem:
                 step_losses.append(losses)
                 records.extend(self._run_task(ll_fd, ul_fd, current_iter, losses,
                                               copy_last=self._copy_last_param and not batched))
+                if self._parallel == "data" and len(pairs) > 1:
+                    # run this task's collectives now: the next task's must come after
+                    # them on every rank, whatever order Jittor's scheduler would pick
+                    jt.sync(read_custom_grads(self._ul_var + self._ll_var))
+        if self._parallel is not None:
+            distributed.all_reduce_buffers(
+                self._ul_var + (self._ll_var if self._lower_init_opt is not None else []),
+                op="sum" if self._parallel == "task" else "mean")
         run_time = time.perf_counter() - start
         if check:
             self._check_finite(step_losses, records)
@@ -192,6 +217,7 @@ class Problem:
             apply_custom_grads(self._upper_opt, self._ul_var)
             output = records
             if check:
+                # under MPI the UL variables are equal on every rank: no agreement needed
                 _raise_first_nonfinite([("UL step (upper-level variables after the "
                                          "optimizer step)", v.sum()) for v in self._ul_var])
         return output, records, run_time
@@ -215,7 +241,7 @@ class Problem:
                 or self._ul_solver is None):   # DI buffers, or LL variables updated by the operator
             named += [(f"{stage} (lower-level variables / their gradients)", g.sum())
                       for g in read_custom_grads(self._ll_var) + self._ll_var]
-        _raise_first_nonfinite(named)
+        _raise_first_nonfinite(named, agree=self._parallel is not None)
 
     def _stateful_operators(self):
         ops = []
@@ -319,6 +345,8 @@ class Problem:
         with higher_jit.innerloop_ctx(self._ll_model, self._lower_opt,
                                       copy_initial_weights=False,
                                       track_higher_grads=self._track_opt_traj) as (aux_model, aux_opt):
+            if self._parallel == "data":   # full-data step gradients, differentiably
+                aux_opt.gradient_reduction = distributed.mean_across_ranks
             dynamic = self._ll_solver.optimize(ll_feed_dict=ll_feed_dict,
                                                ul_feed_dict=ul_feed_dict,
                                                auxiliary_model=aux_model,
@@ -343,12 +371,15 @@ class Problem:
         with jt.no_grad():
             ll_loss = self._ll_loss(ll_fd, self._ul_model, self._ll_model)
             ul_loss = self._ul_loss(ul_fd, self._ul_model, self._ll_model)
+            if self._parallel == "data":   # the full-data losses, on every rank
+                ll_loss, ul_loss = distributed.mean_across_ranks([ll_loss, ul_loss])
         self.save_losses(current_iter, float(ll_loss.item()), float(ul_loss.item()))
 
     def save_losses(self, current_iter, ll_loss, ul_loss):
-        """Append a loss record; rewrite ``loss_log_path`` as JSON when it is set."""
+        """Append a loss record; rewrite ``loss_log_path`` as JSON when it is set
+        (under MPI on rank 0 only)."""
         self.loss_history.append({"iter": current_iter, "ll_loss": ll_loss, "ul_loss": ul_loss})
-        if self.loss_log_path:
+        if self.loss_log_path and distributed.is_main_process():
             with open(self.loss_log_path, "w", encoding="utf-8") as handle:
                 json.dump(list(self.loss_history), handle)
 
@@ -390,17 +421,28 @@ def _clone_tree(obj):
     return obj
 
 
-def _raise_first_nonfinite(named_values):
-    """Raise ``FloatingPointError`` naming the first entry whose value is not finite."""
-    if not named_values:
-        return
-    values = jt.concat([v.reshape(1).float32() if isinstance(v, jt.Var)
-                        else jt.array(np.float32([v])) for _, v in named_values])
-    finite = np.isfinite(values.numpy())
+def _raise_first_nonfinite(named_values, agree=False):
+    """Raise ``FloatingPointError`` naming the first entry whose value is not finite.
+
+    With ``agree`` (under MPI) every rank raises when any rank found one (one small
+    all-reduce), so that all ranks roll back together.
+    """
+    finite = np.ones(0, dtype=bool)
+    if named_values:
+        values = jt.concat([v.reshape(1).float32() if isinstance(v, jt.Var)
+                            else jt.array(np.float32([v])) for _, v in named_values])
+        finite = np.isfinite(values.numpy())
+    failing = distributed.ranks_where(not finite.all()) if agree else []
+    advice = ("Lower the learning rates, check the data, or set nan_guard: false to skip "
+              "this check.")
     if finite.all():
+        if failing:
+            raise FloatingPointError(
+                f"Non-finite value on rank(s) {failing} (see the error there); the iteration "
+                f"was rolled back on every rank. {advice}")
         return
     first = int(np.argmin(finite))
+    where = f" on rank {distributed.rank()}" if agree else ""
     raise FloatingPointError(
-        f"Non-finite value at {named_values[first][0]}; the iteration was rolled back (variables "
-        f"and optimizer states are as before it). Lower the learning rates, check the data, or "
-        f"set nan_guard: false to skip this check.")
+        f"Non-finite value at {named_values[first][0]}{where}; the iteration was rolled back "
+        f"(variables and optimizer states are as before it). {advice}")

@@ -42,6 +42,12 @@ TOP_LEVEL_OPTIONS = (
                "iteration back (one extra host synchronisation per iteration)"),
     Option("device", "choice", None, choices=(None, "cpu", "cuda"),
            doc="'cuda' sets jt.flags.use_cuda=1, 'cpu' sets it to 0, null leaves it"),
+    Option("data_parallel", "bool", False,
+           doc="under mpirun: each rank holds a shard of the LL/UL data; every LL step and "
+               "the hyper-gradient are averaged across ranks (full-data gradient)"),
+    Option("mpi_timeout", "float", 600.0, low=0.0, low_open=True,
+           doc="under mpirun: seconds one run_iter may take before this rank dumps its "
+               "stack and exits with code 1 (a dead or diverged rank stops the job)"),
 )
 
 _LEGACY_KEYS = {"fo_gm": "fo_op", "dynamic_op": "gm_op", "hyper_op": "na_op"}
@@ -209,4 +215,18 @@ def normalize_config(config, check_runtime=True):
             out[section_name] = resolve_section(cls.options, config.get(section_name),
                                                 section_name)
     registry.check_combination(out, classes)
+    if out["data_parallel"]:
+        _check_data_parallel(classes)
     return out
+
+
+def _check_data_parallel(classes):
+    unsupported = [cls.__name__ for cls in classes
+                   if cls.role == "fo" or not getattr(cls, "supports_data_parallel", True)]
+    if unsupported:
+        raise ConfigError(
+            f"data_parallel: true is not supported with {', '.join(unsupported)} (it updates "
+            f"the lower-level variables itself, outside the differentiable inner loop that "
+            f"data_parallel averages across ranks). Set data_parallel: false and split tasks "
+            f"across ranks instead (accumulate_grad / fogm_batch_input), or use gm_op [NGD] "
+            f"with an na_op such as RAD, CG, NS, FD or IGA.")

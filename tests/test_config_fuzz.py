@@ -20,7 +20,7 @@ KEYS = ["alpha_init", "alpha_decay", "lr", "truncate_iter", "k", "tolerance", "r
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-3, 30),
-    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False, width=32),
     st.sampled_from(["s1", "s2", "s3", "difference", "gradient", "1e-3", ""]),
     st.lists(st.integers(0, 3), max_size=2))
 op_lists = st.one_of(st.none(), st.sampled_from(NAMES),

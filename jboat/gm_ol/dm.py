@@ -153,6 +153,8 @@ class DM(DynamicalSystem):
     gm_terminal = True
     computes_upper_gradient = True
     keeps_lower_model = True
+    #: its own LL and multiplier updates are not averaged across ranks (data_parallel)
+    supports_data_parallel = False
 
     options = (
         Option("auxiliary_v_lr", "float", 0.01, low=0.0, low_open=True,

@@ -2,6 +2,7 @@
 
 import jittor as jt
 
+from ..distributed import data_parallel_reduction
 from ..operation_registry import register_class
 from ..utils.objectives import StepObjective
 from ..utils.op_utils import stop_grads
@@ -88,6 +89,8 @@ class NGD(DynamicalSystem):
         self.pessimistic = "PTT" in na_ops
         self.first_order = "FOA" in na_ops
         self.objective = StepObjective(ll_objective)
+        # data_parallel: PTT's argmax is taken over the full-data UL losses
+        self.reduce_full_data = data_parallel_reduction(solver_config)
 
     def optimize(self, ll_feed_dict, ul_feed_dict, auxiliary_model, auxiliary_opt,
                  current_iter, next_operation=None, **kwargs):
@@ -112,8 +115,10 @@ class NGD(DynamicalSystem):
         result = -1
         if values:
             # one host synchronisation after the loop, not one per step
-            result = 1 + int(jt.stack([v.reshape(1) for v in values]).reshape(-1)
-                             .numpy().argmax())
+            stacked = jt.stack([v.reshape(1) for v in values]).reshape(-1)
+            if self.reduce_full_data is not None:
+                stacked = self.reduce_full_data([stacked])[0]
+            result = 1 + int(stacked.numpy().argmax())
         if next_operation is None:
             return result
         return self._pass_on(ll_feed_dict, ul_feed_dict, auxiliary_model, auxiliary_opt,

@@ -36,6 +36,12 @@ class DifferentiableOptimizer:
         fmodel: the patched module whose history each step extends.
         grad_callback: default callable applied to the list of gradients.
         track_higher_grads: keep each step differentiable (else detach).
+
+    Attributes:
+        gradient_reduction: None, or a callable applied to the list of step
+            gradients before the callback and the update (None entries kept), e.g.
+            :func:`jboat.distributed.mean_across_ranks` for data parallelism. It
+            must be differentiable when the steps are tracked.
     """
 
     #: hyper-parameter names with their defaults (read per group, then optimizer)
@@ -65,6 +71,7 @@ class DifferentiableOptimizer:
         self.fmodel = fmodel
         self._grad_callback = grad_callback
         self._track_higher_grads = track_higher_grads
+        self.gradient_reduction = None
 
     def step(self, loss, params=None, override=None, grad_callback=None, record=True,
              **kwargs):
@@ -88,6 +95,8 @@ class DifferentiableOptimizer:
         grads = [None] * len(params)
         for i, g in zip(trainable, grads_with_zeros(loss, [params[i] for i in trainable])):
             grads[i] = g if self._track_higher_grads else g.detach()
+        if self.gradient_reduction is not None:
+            grads = list(self.gradient_reduction(grads))
         callback = grad_callback if grad_callback is not None else self._grad_callback
         if callback is not None:
             grads = list(callback(grads))

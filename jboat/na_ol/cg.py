@@ -12,7 +12,7 @@ from .hyper_gradient import HyperGradient
 __all__ = ["CG", "implicit_hypergradient", "IMPLICIT_OPTIONS"]
 
 
-def implicit_hypergradient(params, hparams, upper_loss, lower_loss, lr, solve):
+def implicit_hypergradient(params, hparams, upper_loss, lower_loss, lr, solve, reduce=None):
     """Implicit hyper-gradient at a (near-)fixed point of ``Φ(y) = y - s ∇_y h(x, y)``.
 
     With ``b = ∇_y F``, ``c = ∇_hparams F`` and the linear system
@@ -33,13 +33,18 @@ def implicit_hypergradient(params, hparams, upper_loss, lower_loss, lr, solve):
         lr: ``s``, the LL optimiser's learning rate.
         solve: ``solve(matvec, b) -> v ≈ A⁻¹ b`` on list-structured vectors, with
             ``matvec(u) = A u`` (one Hessian-vector product, detached).
+        reduce: None, or a callable on a list of Vars returning its mean over
+            data-parallel ranks: applied to ``b`` and to every ``matvec`` result so
+            that the solve sees the full-data system (same ``v`` on every rank);
+            ``c`` and the VJP stay per-rank (linear; the caller averages the result).
 
     Returns:
         list of Var aligned with ``hparams``.
 
     Cost: one HVP per solver iteration; memory O(|y|) beyond the graph of
     ``lower_loss`` (independent of the number of LL steps without a recorded
-    trajectory).
+    trajectory). With ``reduce``: one all-reduce of ``|y|`` numbers for ``b`` and one
+    per solver iteration.
     """
     params, hparams = list(params), list(hparams)
     grads = grads_with_zeros(upper_loss, params + hparams)
@@ -47,9 +52,11 @@ def implicit_hypergradient(params, hparams, upper_loss, lower_loss, lr, solve):
     inner = grads_with_zeros(lower_loss, params)
 
     def matvec(u):
-        return [h.detach() * lr for h in vjp(inner, params, u)]
+        products = [h.detach() * lr for h in vjp(inner, params, u)]
+        return products if reduce is None else reduce(products)
 
-    v = solve(matvec, [bi.detach() for bi in b])
+    b = [bi.detach() for bi in b]
+    v = solve(matvec, b if reduce is None else reduce(b))
     fixed_point_map = [p - g * lr for p, g in zip(params, inner)]
     correction = vjp(fixed_point_map, hparams, v)
     return [ci + gi for ci, gi in zip(c, correction)]
@@ -105,7 +112,7 @@ class ImplicitHyperGradient(HyperGradient):
                                     auxiliary_model, params=y_sel)
         _, params = trainable_entries(y_sel, self.positions)
         grads = implicit_hypergradient(params, hparams, upper_loss, lower_loss, self.lr,
-                                       self.solve)
+                                       self.solve, reduce=self.reduce_full_data)
         # hparams passed on by IAD are aligned with ul_var (positional match)
         update_tensor_grads(self.ul_var, grads)
         self.add_initial_weight_gradient(upper_loss, auxiliary_model)

@@ -89,6 +89,8 @@ class FD(HyperGradient):
         upper_loss = self.upper_loss_at(ul_feed_dict, auxiliary_model, y_sel)
         positions, params = trainable_entries(y_sel, self.positions)
         v = grads_with_zeros(upper_loss, params)
+        if self.reduce_full_data is not None:   # the same full-data direction on every rank
+            v = self.reduce_full_data([vi.detach() for vi in v])
         weights = [p.detach() for p in self.ll_model.parameters()]
         direction = [None] * len(weights)
         for i, vi in zip(positions, v):

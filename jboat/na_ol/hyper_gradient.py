@@ -1,6 +1,7 @@
 """Base class of the hyper-gradient (numerical-approximation) operators."""
 
 from ..base import OperatorSpec
+from ..distributed import data_parallel_reduction
 from ..errors import ConfigError
 from ..higher_jit.utils import grads_with_zeros
 from ..operation_registry import register_class
@@ -23,6 +24,12 @@ class HyperGradient(OperatorSpec):
         na_stage: ``"pre"`` (PTT, FOA, RGT: prepare and pass on) or ``"terminal"``.
         accepts_prefix: terminal operators that may run right before this one
             (CG and NS accept IAD).
+
+    Attributes:
+        reduce_full_data: None, or (``data_parallel`` under MPI) the callable that
+            turns per-rank vectors into their mean over ranks; operators apply it
+            where a non-linear step needs the full-data value (see
+            :func:`jboat.distributed.data_parallel_reduction`).
     """
 
     na_stage = "terminal"
@@ -44,6 +51,7 @@ class HyperGradient(OperatorSpec):
         self.solver_config = solver_config
         self.solver_configs = solver_config
         self.dynamic_initialization = "DI" in (solver_config.get("gm_op") or ())
+        self.reduce_full_data = data_parallel_reduction(solver_config)
 
     def compute_gradients(self, **kwargs):
         raise NotImplementedError("Subclasses implement compute_gradients().")

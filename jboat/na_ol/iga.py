@@ -14,7 +14,7 @@ __all__ = ["IGA", "iga_hypergradient"]
 _TINY = 1e-30
 
 
-def iga_hypergradient(params, hparams, upper_loss, lower_loss):
+def iga_hypergradient(params, hparams, upper_loss, lower_loss, reduce=None):
     """``∇_x F - λ ∇_x h`` with ``λ = sg(<∇_y F, ∇_y h> / ‖∇_y h‖²)``.
 
     ``λ`` is the least-squares multiplier of ``∇_y F ≈ λ ∇_y h``: the implicit
@@ -26,6 +26,9 @@ def iga_hypergradient(params, hparams, upper_loss, lower_loss):
         params: list of Var, LL variables at ``y_sel``.
         hparams: list of Var (``ul_var``).
         upper_loss, lower_loss: scalar Vars ``F(x, y_sel)`` and ``h(x, y_sel)``.
+        reduce: None, or a callable returning the mean over data-parallel ranks of
+            a list of Vars: applied to ``∇_y F`` and ``∇_y h`` (one all-reduce of
+            ``2|y|`` numbers) so that ``λ`` is the full-data one on every rank.
 
     Returns:
         list of Var aligned with ``hparams``. Cost: two backward passes, no HVP.
@@ -35,6 +38,9 @@ def iga_hypergradient(params, hparams, upper_loss, lower_loss):
     lower = grads_with_zeros(lower_loss, params + hparams)
     a, upper_x = upper[:len(params)], upper[len(params):]
     b, lower_x = lower[:len(params)], lower[len(params):]
+    if reduce is not None:
+        both = reduce([g.detach() for g in a + b])
+        a, b = both[:len(a)], both[len(a):]
     lam = (list_tensor_matmul(a, b) / (list_tensor_matmul(b, b) + _TINY)).detach()
     return [fx - hx * lam for fx, hx in zip(upper_x, lower_x)]
 
@@ -73,7 +79,8 @@ class IGA(HyperGradient):
         lower_loss = self.objective(step, ll_feed_dict, ul_feed_dict, self.ul_model,
                                     auxiliary_model, params=y_sel)
         _, params = trainable_entries(y_sel, self.positions)
-        grads = iga_hypergradient(params, self.ul_var, upper_loss, lower_loss)
+        grads = iga_hypergradient(params, self.ul_var, upper_loss, lower_loss,
+                                  reduce=self.reduce_full_data)
         update_tensor_grads(self.ul_var, grads)
         self.add_initial_weight_gradient(upper_loss, auxiliary_model)
         return self.finished(upper_loss)

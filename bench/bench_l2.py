@@ -1,0 +1,264 @@
+"""Benchmark: jboat vs a hand-written Jittor floor vs upstream BOAT/JBOAT, L2 problem.
+
+    python bench/bench_l2.py                    # everything, a few minutes on 2 cores
+    python bench/bench_l2.py --quick            # large size, K=5, shared operators
+    python bench/bench_l2.py --flat-only        # the 200-iteration DI+NGD+RAD series
+
+Not a test: it prints tables. Each implementation runs in its own subprocess
+(bench/worker.py), so compiled kernels, allocators and thread pools do not mix:
+
+* time: median seconds per ``run_iter`` after warm-up (synchronised), and the
+  first call separately (Jittor compiles kernels there unless its disk cache has
+  them; the column says ``first``);
+* memory: peak resident memory above the level before the first call, measured in
+  a fresh process per combination (large size);
+* ratios: jboat / hand-written floor and jboat / upstream BOAT (PyTorch) for the
+  shared operators;
+* flatness: per-iteration time of DI+NGD+RAD over ``--flat-iters`` iterations.
+
+Implementations: ``jboat`` (defaults: loss tracking and NaN guard on),
+``jboat-lean`` (``track_losses: false, nan_guard: false``), ``floor``
+(bench/jittor_l2.py ``Floor``), ``boat-torch`` and ``boat-jit`` (PyPI 1.1.1) when
+importable: ``boat-jit`` by this Python, ``boat-torch`` by this Python or by
+``--torch-python`` / ``$JBOAT_BENCH_TORCH_PYTHON`` (e.g. a virtual environment
+holding torch, higher and boat-torch; see docs/performance.md).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import l2_problem as P  # noqa: E402
+
+SHARED = ["NGD+RAD", "NGD+CG", "NGD+NS", "NGD+FD", "NGD+IGA"]
+#: further jboat combinations on this problem (IAD needs LL and UL models alike;
+#: DM only with K=1; RGT cannot precede FD)
+JBOAT_EXTRA = ["RGT+NGD+RAD", "PTT+NGD+RAD", "FOA+NGD+RAD", "GDA+NGD+RAD", "DI+NGD+RAD",
+               "GDA+NGD+CG", "DI+NGD+CG", "DI+NGD+NS", "DI+NGD+FD", "DI+NGD+IGA",
+               "PTT+NGD+CG", "FOA+NGD+IGA"]
+MEMORY_COMBOS = SHARED + ["RGT+NGD+RAD"]
+
+
+def _load_env():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_jboat_env", os.path.join(ROOT, "jboat", "_env.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _importable(python, module):
+    try:
+        return subprocess.run([python, "-c", f"import {module}"], capture_output=True,
+                              timeout=120, env=_env_for_imports()).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _env_for_imports():
+    env = dict(os.environ)
+    env.update({k: v for k, v in _load_env().default_jittor_environment().items()
+                if k not in env})
+    return env
+
+
+def run_worker(python, impl, size, K, combos, iters, warmup, memory=False, series=False,
+               timeout=900):
+    cmd = [python, os.path.join(HERE, "worker.py"), "--impl", impl, "--size", size,
+           "--lower-iters", str(K), "--combos", ",".join(combos), "--iters", str(iters),
+           "--warmup", str(warmup)]
+    if memory:
+        cmd.append("--memory")
+    if series:
+        cmd.append("--series")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return [{"impl": impl, "combo": c, "size": size, "lower_iters": K,
+                 "error": f"timed out after {timeout} s"} for c in combos]
+    records = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines()
+               if line.startswith("RESULT ")]
+    if not records:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        records = [{"impl": impl, "combo": c, "size": size, "lower_iters": K,
+                    "error": f"worker failed: {tail[-300:]}"} for c in combos]
+    return records
+
+
+def machine_line():
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    usable, reason = _load_env().onednn_status()
+    return (f"machine: {cpu}, {os.cpu_count()} cores, load average {load[0]:.2f} at start; "
+            f"Python {platform.python_version()}; Jittor oneDNN: "
+            f"{'yes' if usable else 'no'} ({reason}); OMP_NUM_THREADS="
+            f"{os.environ.get('OMP_NUM_THREADS', 'unset')}")
+
+
+def fmt_ms(record, key="median_s"):
+    if "error" in record:
+        return "error"
+    return f"{1e3 * record[key]:.1f}"
+
+
+def print_time_table(records, sizes, Ks, impls):
+    combos = []
+    for r in records:
+        if r["combo"] not in combos:
+            combos.append(r["combo"])
+    index = {(r["impl"], r["combo"], r["size"], r["lower_iters"]): r for r in records}
+    for size in sizes:
+        for K in Ks:
+            print(f"\n## {size} ({'/'.join(map(str, P.SIZES[size]))} train/val/features/classes), "
+                  f"lower_iters={K}: median ms per run_iter (first call ms)")
+            header = ["combination"] + impls + ["jboat/floor", "lean/floor", "jboat/torch",
+                                                "lean/torch"]
+            print("| " + " | ".join(header) + " |")
+            print("|" + "---|" * len(header))
+            for combo in combos:
+                row = [combo]
+                cells = {}
+                for impl in impls:
+                    r = index.get((impl, combo, size, K))
+                    cells[impl] = r
+                    row.append("" if r is None else (f"{fmt_ms(r)} ({fmt_ms(r, 'first_s')})"
+                                                      if "error" not in r else "n/a"))
+                for num, den in (("jboat", "floor"), ("jboat-lean", "floor"),
+                                 ("jboat", "boat-torch"), ("jboat-lean", "boat-torch")):
+                    a, b = cells.get(num), cells.get(den)
+                    ok = a and b and "error" not in a and "error" not in b
+                    row.append(f"{a['median_s'] / b['median_s']:.2f}" if ok else "")
+                if any(cells.get(i) for i in impls):
+                    print("| " + " | ".join(row) + " |")
+
+
+def print_memory_table(records, Ks, impls):
+    combos = []
+    for r in records:
+        if r["combo"] not in combos:
+            combos.append(r["combo"])
+    index = {(r["impl"], r["combo"], r["lower_iters"]): r for r in records}
+    print("\n## large: peak resident memory above the level before the first call (MiB), "
+          "one fresh process each")
+    header = ["combination"] + [f"{impl} K={K}" for impl in impls for K in Ks]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for combo in combos:
+        row = [combo]
+        for impl in impls:
+            for K in Ks:
+                r = index.get((impl, combo, K))
+                row.append("" if r is None else ("n/a" if "error" in r or r.get("peak_mb") is None
+                                                 else f"{r['peak_mb']:.1f}"))
+        print("| " + " | ".join(row) + " |")
+
+
+def flat_series(python, impl, size, n):
+    (record,) = run_worker(python, impl, size, 5, ["DI+NGD+RAD"], iters=n, warmup=3, series=True)
+    if "error" in record:
+        print(f"\n## flatness: {impl} DI+NGD+RAD failed: {record['error']}")
+        return record
+    times = record["times"]
+    block = max(1, n // 10)
+    medians = [statistics.median(times[i:i + block]) for i in range(0, n, block)]
+    print(f"\n## flatness: {impl} DI+NGD+RAD, {size}, lower_iters=5, {n} iterations: "
+          f"median ms per block of {block}")
+    print(" ".join(f"{1e3 * m:.1f}" for m in medians))
+    print(f"last block / first block = {medians[-1] / medians[0]:.2f}")
+    record["block_medians"] = medians
+    return record
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="small,large")
+    parser.add_argument("--lower-iters", default="5,20")
+    parser.add_argument("--impls", default="jboat,jboat-lean,floor,boat-torch,boat-jit")
+    parser.add_argument("--combos", default="default",
+                        help="'shared' (the five operators every implementation has), "
+                             "'default' (shared + further jboat combinations) or a list")
+    parser.add_argument("--iters", type=int, default=9)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--flat-iters", type=int, default=200)
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-flat", action="store_true")
+    parser.add_argument("--flat-only", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="large size, lower_iters 5, shared operators, no memory runs")
+    parser.add_argument("--torch-python", default=os.environ.get("JBOAT_BENCH_TORCH_PYTHON"))
+    parser.add_argument("--json", help="also write every record to this file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.lower_iters, args.combos, args.no_memory = "large", "5", "shared", True
+    sizes, Ks = args.sizes.split(","), [int(k) for k in args.lower_iters.split(",")]
+    impls = args.impls.split(",")
+    python = sys.executable
+    torch_python = args.torch_python or python
+    pythons = {impl: python for impl in impls}
+    pythons["boat-torch"] = torch_python
+    print("# jboat benchmark: L2-regularised logistic regression (bench/l2_problem.py)")
+    print(machine_line())
+    available = []
+    for impl in impls:
+        module = {"boat-torch": "boat_torch", "boat-jit": "boat_jit"}.get(impl)
+        if module and not _importable(pythons[impl], module):
+            print(f"({impl}: not importable by {pythons[impl]}; skipped)")
+            continue
+        available.append(impl)
+    start = time.time()
+    records, memory, flat = [], [], None
+    if not args.flat_only:
+        for impl in available:
+            if args.combos in ("shared", "default"):
+                combos = list(SHARED)
+                if impl == "jboat" and args.combos == "default":
+                    combos += JBOAT_EXTRA
+            else:
+                combos = args.combos.split(",")
+            for size in sizes:
+                for K in Ks:
+                    records += run_worker(pythons[impl], impl, size, K, combos, args.iters,
+                                          args.warmup)
+        print_time_table(records, sizes, Ks, available)
+        errors = [r for r in records if "error" in r]
+        for r in errors:
+            print(f"(n/a: {r['impl']} {r['combo']} {r['size']} K={r['lower_iters']}: {r['error']})")
+        if not args.no_memory and "large" in P.SIZES:
+            for impl in available:
+                combos = [c for c in MEMORY_COMBOS if impl.startswith("jboat") or "RGT" not in c]
+                if impl == "jboat-lean":
+                    continue
+                for K in Ks:
+                    for combo in combos:
+                        memory += run_worker(pythons[impl], impl, "large", K, [combo], iters=2,
+                                             warmup=1, memory=True)
+            print_memory_table(memory, Ks, [i for i in available if i != "jboat-lean"])
+    if not args.no_flat and "jboat" in available:
+        flat = flat_series(python, "jboat", "large", args.flat_iters)
+    print(f"\n(total benchmark time {time.time() - start:.0f} s; load average at the end "
+          f"{os.getloadavg()[0]:.2f})")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"machine": machine_line(), "time": records, "memory": memory,
+                       "flat": flat}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
