@@ -15,8 +15,8 @@ from .gm_ol.sequential_ds import makes_functional_dynamical_system
 from .losses import load_loss_function, load_losses
 from .na_ol.sequential_hg import makes_functional_na_operation
 from .operation_registry import get_registered_operation
-from .state import (load_optimizer_state, optimizer_state, restore_vars, snapshot_vars,
-                    to_numpy_tree, to_var_tree)
+from .state import (clone_tree, load_optimizer_state, optimizer_state, restore_vars,
+                    snapshot_vars, to_numpy_tree, to_var_tree)
 from .utils.op_utils import (apply_custom_grads, clear_custom_grads, copy_parameter_from_list,
                              read_custom_grads)
 
@@ -270,7 +270,7 @@ class Problem:
         return {"vars": (variables, snapshot_vars(variables)),
                 "optimizers": {k: optimizer_state(o) for k, o in self._optimizers().items()
                                if o is not None},
-                "operators": [_clone_tree(op.state_dict()) for op in self._stateful_operators()]}
+                "operators": [clone_tree(op.state_dict()) for op in self._stateful_operators()]}
 
     def _restore_state(self, saved):
         variables, values = saved["vars"]
@@ -408,17 +408,6 @@ class Problem:
         fig.savefig(path)
         plt.close(fig)
         return path
-
-
-def _clone_tree(obj):
-    """Snapshot every Var in nested containers (values survive later in-place updates)."""
-    if isinstance(obj, jt.Var):
-        return obj.clone().detach()
-    if isinstance(obj, dict):
-        return {k: _clone_tree(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_clone_tree(v) for v in obj)
-    return obj
 
 
 def _raise_first_nonfinite(named_values, agree=False):

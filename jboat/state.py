@@ -5,7 +5,7 @@ import numpy as np
 import jittor as jt
 
 __all__ = ["snapshot_vars", "restore_vars", "optimizer_state", "load_optimizer_state",
-           "to_numpy_tree", "to_var_tree"]
+           "map_tree", "to_numpy_tree", "to_var_tree", "clone_tree"]
 
 #: per-parameter state lists that Jittor's optimizers keep in each param group
 _GROUP_STATE_KEYS = ("values", "m", "grads")
@@ -57,23 +57,27 @@ def load_optimizer_state(opt, state):
                 restore_vars(group[key], saved[key])
 
 
-def to_numpy_tree(obj):
-    """Replace every Var in nested lists/tuples/dicts by a numpy array."""
-    if isinstance(obj, jt.Var):
-        return obj.numpy().copy()
+def map_tree(leaf_type, fn, obj):
+    """Apply ``fn`` to every ``leaf_type`` leaf of nested lists/tuples/dicts."""
+    if isinstance(obj, leaf_type):
+        return fn(obj)
     if isinstance(obj, dict):
-        return {k: to_numpy_tree(v) for k, v in obj.items()}
+        return {k: map_tree(leaf_type, fn, v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(to_numpy_tree(v) for v in obj)
+        return type(obj)(map_tree(leaf_type, fn, v) for v in obj)
     return obj
+
+
+def to_numpy_tree(obj):
+    """Replace every Var in nested containers by a numpy array."""
+    return map_tree(jt.Var, lambda v: v.numpy().copy(), obj)
 
 
 def to_var_tree(obj):
     """Replace every numpy array in nested containers by a stop-grad Var."""
-    if isinstance(obj, np.ndarray):
-        return jt.array(obj).stop_grad()
-    if isinstance(obj, dict):
-        return {k: to_var_tree(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_var_tree(v) for v in obj)
-    return obj
+    return map_tree(np.ndarray, lambda a: jt.array(a).stop_grad(), obj)
+
+
+def clone_tree(obj):
+    """Snapshot every Var in nested containers (values survive later in-place updates)."""
+    return map_tree(jt.Var, lambda v: v.clone().detach(), obj)
