@@ -44,8 +44,13 @@ def progress(iterable, quiet, **kw):
 
 
 def save_plot(history, path, title):
+    import warnings
+
     try:
-        import matplotlib
+        with warnings.catch_warnings():
+            # numpy warns about subnormals once Jittor's -ffast-math code is loaded
+            warnings.simplefilter("ignore", UserWarning)
+            import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
