@@ -51,8 +51,8 @@ def save_plot(history, path, title):
             # numpy warns about subnormals once Jittor's -ffast-math code is loaded
             warnings.simplefilter("ignore", UserWarning)
             import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
     except ImportError:
         raise SystemExit("--plot needs matplotlib: pip install 'jboat[examples]'")
     fig, ax = plt.subplots(figsize=(6, 4))
