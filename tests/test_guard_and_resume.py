@@ -68,35 +68,81 @@ def test_nan_in_upper_gradient_is_named():
 
 
 RESUME = r"""
-import sys, numpy as np
-sys.path.insert(0, {here!r})
+import json, sys, numpy as np
+sys.path.insert(0, {here!r}); sys.path.insert(0, {here!r} + "/fo_ol")
 import jboat, jittor as jt
 from quadratic import Quadratic
-q = Quadratic()
-problem = q.build(["NGD"], ["RAD"], lower_iters=4, ul_opt=lambda ps: jt.optim.Adam(ps, lr=0.05))
-start, stop, path = {start}, {stop}, {path!r}
-if start:
-    problem.load_state_dict(jt.load(path))
-for it in range(start, stop):
-    problem.run_iter(q.ll_feed(), q.ul_feed(), it)
-if not start:
-    jt.save(problem.state_dict(), path)
-np.save(path + ".x.npy", np.concatenate([q.upper.value.numpy(), q.lower.value.numpy()]))
+from fo_reference import build, feeds, square_quadratic
+start, stop, prefix = {start}, {stop}, {prefix!r}
+out = {{}}
+for name, spec in json.loads({families!r}).items():
+    fo = spec.pop("fo_op", None)
+    adam = lambda ps: jt.optim.Adam(ps, lr=0.05)
+    if fo:
+        q = square_quadratic() if fo == "GAFFO" else Quadratic()
+        problem = build(q, fo, lower_iters=3, ul_opt=adam)
+        ll, ul = feeds(q, offset=10.0)
+    else:
+        q = Quadratic()
+        problem = q.build(spec.pop("gm_op"), spec.pop("na_op"), ul_opt=adam, **spec)
+        ll, ul = q.ll_feed(), q.ul_feed()
+    path = prefix + name + ".pkl"
+    if start:
+        problem.load_state_dict(jt.load(path))
+    for it in range(start, stop):
+        problem.run_iter(ll, ul, it)
+    if not start:
+        jt.save(problem.state_dict(), path)
+    out[name] = np.concatenate([v.numpy().ravel() for v in problem._tracked_vars()]).tolist()
+json.dump(out, open(prefix + "out.json", "w"))
 """
 
+FAMILIES = {
+    "NGD+RAD": {"gm_op": ["NGD"], "na_op": ["RAD"], "lower_iters": 4},
+    "DI+NGD+RAD+PTT": {"gm_op": ["DI", "NGD"], "na_op": ["RAD", "PTT"], "lower_iters": 4,
+                       "DI": {"lr": 0.05}},
+    "DM+NGD+RAD": {"gm_op": ["DM", "NGD"], "na_op": ["RAD"], "lower_iters": 1,
+                   "DM": {"tau": 0.5}},
+    "DM+GDA+NGD+CG": {"gm_op": ["DM", "GDA", "NGD"], "na_op": ["CG"], "lower_iters": 1,
+                      "DM": {"strategy": "s2"}},
+    **{op: {"fo_op": op} for op in ["VSO", "VFO", "MESO", "PGDO", "ALTO", "GAFFO"]},
+}
 
-def _run(start, stop, path):
-    code = RESUME.format(here=HERE, start=start, stop=stop, path=str(path))
+
+def _run(start, stop, prefix):
+    import json
+
+    code = RESUME.format(here=HERE, start=start, stop=stop, prefix=str(prefix),
+                         families=json.dumps(FAMILIES))
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-    return np.load(str(path) + ".x.npy")
+    with open(str(prefix) + "out.json") as handle:
+        return {k: np.array(v) for k, v in json.load(handle).items()}
 
 
 def test_resume_in_new_process_equals_uninterrupted(tmp_path):
-    straight = _run(0, 6, tmp_path / "straight.pkl")
-    _run(0, 3, tmp_path / "ckpt.pkl")
-    resumed = _run(3, 6, tmp_path / "ckpt.pkl")
-    np.testing.assert_allclose(resumed, straight, rtol=1e-6, atol=1e-7)
-    assert not np.allclose(_run(0, 3, tmp_path / "other.pkl"), straight)
+    """Stop after 3 iterations, resume in a new process: the same numbers as 6 straight,
+    for each family with state (Adam moments, DI's optimizer, DM's multiplier and
+    schedules, MESO's θ, PGDO's ŷ and γ)."""
+    straight = _run(0, 6, tmp_path / "straight_")
+    _run(0, 3, tmp_path / "ckpt_")
+    resumed = _run(3, 6, tmp_path / "ckpt_")
+    halfway = _run(0, 3, tmp_path / "other_")
+    for name in FAMILIES:
+        np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-6, atol=1e-7,
+                                   err_msg=name)
+        assert not np.allclose(halfway[name], straight[name]), name
+
+
+def test_same_seed_same_results():
+    runs = []
+    for _ in range(2):
+        jt.set_global_seed(7)
+        q = Quadratic(seed=7)
+        problem = q.build(["GDA", "NGD"], ["CG"], lower_iters=3)
+        for it in range(3):
+            problem.run_iter(q.ll_feed(), q.ul_feed(), it)
+        runs.append(np.concatenate([q.upper.value.numpy(), q.lower.value.numpy()]))
+    np.testing.assert_array_equal(runs[0], runs[1])
 
 
 def test_load_state_dict_rejects_other_solver():
