@@ -85,8 +85,8 @@ def run_worker(python, impl, size, K, combos, iters, warmup, memory=False, serie
     except subprocess.TimeoutExpired:
         return [{"impl": impl, "combo": c, "size": size, "lower_iters": K,
                  "error": f"timed out after {timeout} s"} for c in combos]
-    records = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines()
-               if line.startswith("RESULT ")]
+    records = [json.loads(line[line.index("RESULT {") + len("RESULT "):])
+               for line in proc.stdout.splitlines() if "RESULT {" in line]
     if not records:
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
         records = [{"impl": impl, "combo": c, "size": size, "lower_iters": K,

@@ -174,7 +174,8 @@ def main(argv=None):
                 record.pop("times")
         except Exception as exc:   # a combination an implementation lacks
             record["error"] = f"{type(exc).__name__}: {exc}"[:300]
-        sys.stdout.write("RESULT " + json.dumps(record) + "\n")
+        # upstream packages print progress without newlines: start a fresh line
+        sys.stdout.write("\nRESULT " + json.dumps(record) + "\n")
         sys.stdout.flush()
 
 
