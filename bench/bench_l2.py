@@ -16,10 +16,11 @@ Not a test: it prints tables. Each implementation runs in its own subprocess
   shared operators;
 * flatness: per-iteration time of DI+NGD+RAD over ``--flat-iters`` iterations.
 
-Implementations: ``jboat`` (defaults: loss tracking and NaN guard on),
+Implementations (``--impls``): ``jboat`` (defaults: loss tracking and NaN guard on),
 ``jboat-lean`` (``track_losses: false, nan_guard: false``), ``floor``
-(bench/jittor_l2.py ``Floor``), ``boat-torch`` and ``boat-jit`` (PyPI 1.1.1) when
-importable: ``boat-jit`` by this Python, ``boat-torch`` by this Python or by
+(bench/jittor_l2.py ``Floor``), ``boat-torch`` and, on request, ``boat-jit`` (PyPI
+1.1.1, one bounded process per combination) when importable: ``boat-jit`` by this
+Python, ``boat-torch`` by this Python or by
 ``--torch-python`` / ``$JBOAT_BENCH_TORCH_PYTHON`` (e.g. a virtual environment
 holding torch, higher and boat-torch; see docs/performance.md).
 """
@@ -124,12 +125,14 @@ def print_time_table(records, sizes, Ks, impls):
         if r["combo"] not in combos:
             combos.append(r["combo"])
     index = {(r["impl"], r["combo"], r["size"], r["lower_iters"]): r for r in records}
+    combos = [c for c in combos if any((i, c) == (r["impl"], r["combo"]) for r in records
+                                       for i in impls)]
     for size in sizes:
         for K in Ks:
             print(f"\n## {size} ({'/'.join(map(str, P.SIZES[size]))} train/val/features/classes), "
                   f"lower_iters={K}: median ms per run_iter (first call ms)")
             header = ["combination"] + impls + ["jboat/floor", "lean/floor", "jboat/torch",
-                                                "lean/torch"]
+                                                "lean/torch", "jboat/boat-jit"]
             print("| " + " | ".join(header) + " |")
             print("|" + "---|" * len(header))
             for combo in combos:
@@ -141,12 +144,28 @@ def print_time_table(records, sizes, Ks, impls):
                     row.append("" if r is None else (f"{fmt_ms(r)} ({fmt_ms(r, 'first_s')})"
                                                       if "error" not in r else "n/a"))
                 for num, den in (("jboat", "floor"), ("jboat-lean", "floor"),
-                                 ("jboat", "boat-torch"), ("jboat-lean", "boat-torch")):
+                                 ("jboat", "boat-torch"), ("jboat-lean", "boat-torch"),
+                                 ("jboat", "boat-jit")):
                     a, b = cells.get(num), cells.get(den)
                     ok = a and b and "error" not in a and "error" not in b
                     row.append(f"{a['median_s'] / b['median_s']:.2f}" if ok else "")
                 if any(cells.get(i) for i in impls):
                     print("| " + " | ".join(row) + " |")
+
+
+def print_paired_table(records):
+    print("\n## jboat / hand-written floor, interleaved iteration by iteration in one process "
+          "(median ms; ratio of medians)")
+    print("| size | lower_iters | combination | floor | jboat-lean | jboat | lean/floor | jboat/floor |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in records:
+        if "error" in r:
+            print(f"| {r['size']} | {r['lower_iters']} | {r['combo']} | n/a: {r['error']} |")
+            continue
+        m = r["median_s"]
+        print(f"| {r['size']} | {r['lower_iters']} | {r['combo']} | {1e3 * m['floor']:.1f} | "
+              f"{1e3 * m['jboat-lean']:.1f} | {1e3 * m['jboat']:.1f} | "
+              f"{r['jboat-lean/floor']:.2f} | {r['jboat/floor']:.2f} |")
 
 
 def print_memory_table(records, Ks, impls):
@@ -190,7 +209,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="small,large")
     parser.add_argument("--lower-iters", default="5,20")
-    parser.add_argument("--impls", default="jboat,jboat-lean,floor,boat-torch,boat-jit")
+    parser.add_argument("--impls", default="jboat,jboat-lean,floor,boat-torch",
+                        help="add boat-jit to time upstream JBOAT (slow: see --peer-timeout)")
+    parser.add_argument("--peer-timeout", type=int, default=300,
+                        help="seconds allowed to each boat-jit combination (its first calls "
+                             "compile hundreds of kernels)")
     parser.add_argument("--combos", default="default",
                         help="'shared' (the five operators every implementation has), "
                              "'default' (shared + further jboat combinations) or a list")
@@ -234,22 +257,37 @@ def main(argv=None):
                 combos = args.combos.split(",")
             for size in sizes:
                 for K in Ks:
+                    if impl == "boat-jit":   # one process per combination, bounded
+                        for combo in combos:
+                            records += run_worker(pythons[impl], impl, size, K, [combo],
+                                                  args.iters, args.warmup,
+                                                  timeout=args.peer_timeout)
+                        continue
                     records += run_worker(pythons[impl], impl, size, K, combos, args.iters,
                                           args.warmup)
         print_time_table(records, sizes, Ks, available)
+        if {"jboat", "floor"} <= set(available):
+            paired = []
+            for size in sizes:
+                for K in Ks:
+                    paired += run_worker(python, "paired", size, K, SHARED, max(args.iters, 15),
+                                         args.warmup)
+            print_paired_table(paired)
+            records += paired
         errors = [r for r in records if "error" in r]
         for r in errors:
             print(f"(n/a: {r['impl']} {r['combo']} {r['size']} K={r['lower_iters']}: {r['error']})")
         if not args.no_memory and "large" in P.SIZES:
             for impl in available:
                 combos = [c for c in MEMORY_COMBOS if impl.startswith("jboat") or "RGT" not in c]
-                if impl == "jboat-lean":
+                if impl in ("jboat-lean", "boat-jit"):
                     continue
                 for K in Ks:
                     for combo in combos:
                         memory += run_worker(pythons[impl], impl, "large", K, [combo], iters=2,
                                              warmup=1, memory=True)
-            print_memory_table(memory, Ks, [i for i in available if i != "jboat-lean"])
+            print_memory_table(memory, Ks, [i for i in available
+                                            if i not in ("jboat-lean", "boat-jit")])
     if not args.no_flat and "jboat" in available:
         flat = flat_series(python, "jboat", "large", args.flat_iters)
     print(f"\n(total benchmark time {time.time() - start:.0f} s; load average at the end "

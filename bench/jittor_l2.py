@@ -64,7 +64,7 @@ def jboat_problem(gm_op, na_op, lower_iters, size, fo_op=None, lean=False):
     config = {
         "gm_op": gm_op, "na_op": na_op, "fo_op": fo_op, "lower_iters": lower_iters,
         "CG": {"k": P.CG_K, "tolerance": P.CG_TOLERANCE}, "FD": {"r": P.FD_R},
-        "RGT": {"truncate_iter": P.RGT_TRUNCATE}, "GDA": {"alpha_init": 0.5, "alpha_decay": 0.9},
+        "RGT": {"truncate_iter": P.rgt_truncate(lower_iters)}, "GDA": {"alpha_init": 0.5, "alpha_decay": 0.9},
         "lower_level_model": lower, "upper_level_model": upper,
         "lower_level_var": list(lower.parameters()), "upper_level_var": list(upper.parameters()),
         "lower_level_opt": jt.optim.SGD(lower.parameters(), lr=P.LL_LR),

@@ -24,7 +24,12 @@ INIT_LOG_STRENGTH = -2.0
 CG_K = 10
 CG_TOLERANCE = 1e-10
 FD_R = 0.01
-RGT_TRUNCATE = 2
+#: RGT keeps only the last RGT_TAIL steps in the graph: truncate_iter = K - RGT_TAIL
+RGT_TAIL = 3
+
+
+def rgt_truncate(lower_iters):
+    return max(1, lower_iters - RGT_TAIL)
 
 
 def make_data(size, seed=0):

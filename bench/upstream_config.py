@@ -15,7 +15,7 @@ def upstream_config(names, lower_iters, lower, upper, ll_opt, ul_opt):
         "loss_log_path": "/dev/null", "accumulate_grad": False, "return_grad": False,
         "copy_last_param": True, "fo_ol_batch_input": False, "fogm_batch_input": False,
         "GDA": {"alpha_init": 0.5 if "GDA" in gm else 0.0, "alpha_decay": 0.9 if "GDA" in gm else 1.0},
-        "RGT": {"truncate_iter": P.RGT_TRUNCATE if "RGT" in na else 0},
+        "RGT": {"truncate_iter": P.rgt_truncate(lower_iters) if "RGT" in na else 0},
         "DI": {"lr": P.UL_LR}, "CG": {"k": P.CG_K, "tolerance": P.CG_TOLERANCE},
         "FD": {"r": P.FD_R}, "PTT": {}, "IAD": {}, "FOA": {},
     }

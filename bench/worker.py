@@ -4,10 +4,12 @@
 
 Prints one ``RESULT {json}`` line per combination: the first call's time (kernel
 compilation, Jittor's disk cache permitting, and first-touch allocations), the
-median seconds per ``run_iter`` after warm-up, and the peak resident memory above
-the level before the timed calls. Implementations: ``jboat``, ``jboat-lean``
+median seconds per ``run_iter`` after warm-up, and the peak resident memory. Implementations: ``jboat``, ``jboat-lean``
 (``track_losses``/``nan_guard`` off), ``floor`` (hand-written Jittor), ``boat-torch``
-and ``boat-jit`` (upstream packages, when importable).
+and ``boat-jit`` (upstream packages, when importable), and ``paired`` (jboat, jboat-lean
+and the floor interleaved iteration by iteration in one process, for their ratios).
+In timing runs the peak only shows growth beyond the warm-up (allocators keep what
+they took); ``--memory`` with one combination per fresh process gives the real peak.
 """
 
 import argparse
@@ -142,10 +144,34 @@ def measure(make, cleanup, combo, K, size, data, iters, warmup, memory=False):
             "peak_mb": (peak - base_rss) if has_peak else None, "rss_mb": base_rss}
 
 
+def measure_paired(combo, K, size, data, iters, warmup):
+    """jboat (defaults and lean) and the floor, one iteration each in turn, in one
+    process: machine noise hits all three alike, so the ratios are steadier than
+    ratios of separate runs."""
+    make, cleanup, _ = jittor_runner("jboat")
+    make_lean, _, _ = jittor_runner("jboat-lean")
+    make_floor, _, _ = jittor_runner("floor")
+    steps = {"floor": make_floor(combo, K, size, data), "jboat-lean": make_lean(combo, K, size, data),
+             "jboat": make(combo, K, size, data)}
+    times = {name: [] for name in steps}
+    for it in range(warmup + iters):
+        for name, (step, sync) in steps.items():
+            start = time.perf_counter()
+            step(it)
+            sync()
+            if it >= warmup:
+                times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    cleanup()
+    return {"median_s": medians, "jboat/floor": medians["jboat"] / medians["floor"],
+            "jboat-lean/floor": medians["jboat-lean"] / medians["floor"]}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--impl", required=True,
-                        choices=("jboat", "jboat-lean", "floor", "boat-torch", "boat-jit"))
+                        choices=("jboat", "jboat-lean", "floor", "boat-torch", "boat-jit",
+                                 "paired"))
     parser.add_argument("--size", default="large", choices=sorted(P.SIZES))
     parser.add_argument("--lower-iters", type=int, default=5)
     parser.add_argument("--combos", required=True, help="comma-separated, e.g. NGD+RAD,NGD+CG")
@@ -157,8 +183,8 @@ def main(argv=None):
     parser.add_argument("--series", action="store_true",
                         help="print every per-iteration time (flatness check)")
     args = parser.parse_args(argv)
-    if args.impl in ("jboat", "jboat-lean", "floor"):
-        make, cleanup, framework = jittor_runner(args.impl)
+    if args.impl in ("jboat", "jboat-lean", "floor", "paired"):
+        make, cleanup, framework = jittor_runner("floor" if args.impl == "paired" else args.impl)
     elif args.impl == "boat-torch":
         make, cleanup, framework = boat_torch_runner()
     else:
@@ -168,10 +194,14 @@ def main(argv=None):
         record = {"impl": args.impl, "combo": combo, "size": args.size,
                   "lower_iters": args.lower_iters, "framework": framework}
         try:
-            record.update(measure(make, cleanup, combo, args.lower_iters, args.size, data,
-                                  args.iters, args.warmup, memory=args.memory))
+            if args.impl == "paired":
+                record.update(measure_paired(combo, args.lower_iters, args.size, data,
+                                             args.iters, args.warmup))
+            else:
+                record.update(measure(make, cleanup, combo, args.lower_iters, args.size, data,
+                                      args.iters, args.warmup, memory=args.memory))
             if not args.series:
-                record.pop("times")
+                record.pop("times", None)
         except Exception as exc:   # a combination an implementation lacks
             record["error"] = f"{type(exc).__name__}: {exc}"[:300]
         # upstream packages print progress without newlines: start a fresh line
