@@ -171,20 +171,25 @@ class Problem:
         saved = self._capture_state() if cfg["nan_guard"] else None
         with distributed.watchdog(cfg["mpi_timeout"] if self._parallel else None):
             try:
-                output, records, run_time = self._iterate(pairs, current_iter, batched,
-                                                          check=saved is not None)
+                output, records, run_time, pending = self._iterate(pairs, current_iter, batched)
+                # the iteration's one host synchronisation: NaN check, loss record, results
+                values = self._read_back(pending, check=saved is not None)
             except FloatingPointError:
-                self._restore_state(saved)
+                if saved is not None:
+                    self._restore_state(saved)
                 raise
             self._log_results.extend(records)
-            self._record_losses(pairs[0], current_iter)
+            if values["losses"] is not None:
+                self.save_losses(current_iter, *values["losses"])
         return output, run_time
 
-    def _iterate(self, pairs, current_iter, batched, check):
+    def _iterate(self, pairs, current_iter, batched):
+        """Run the tasks, reduce, take the DI and UL steps. Nothing is read back:
+        the returned ``pending`` lists the scalars :meth:`_read_back` reads at once."""
         cfg = self.boat_configs
         clear_custom_grads(self._ul_var)
         clear_custom_grads(self._ll_var)
-        records, step_losses = [], []
+        records, step_losses, upper_losses = [], [], []
         start = time.perf_counter()
         if self._parallel == "data":   # every rank must run the same collectives
             distributed.check_same_on_all_ranks(len(pairs), "number of tasks per iteration")
@@ -195,7 +200,7 @@ class Problem:
             for task, (ll_fd, ul_fd) in enumerate(pairs):
                 losses = []
                 step_losses.append(losses)
-                records.extend(self._run_task(ll_fd, ul_fd, current_iter, losses,
+                records.extend(self._run_task(ll_fd, ul_fd, current_iter, losses, upper_losses,
                                               copy_last=self._copy_last_param and not batched))
                 if self._parallel == "data" and len(pairs) > 1:
                     # run this task's collectives now: the next task's must come after
@@ -206,8 +211,11 @@ class Problem:
                 self._ul_var + (self._ll_var if self._lower_init_opt is not None else []),
                 op="sum" if self._parallel == "task" else "mean")
         run_time = time.perf_counter() - start
-        if check:
-            self._check_finite(step_losses, records)
+        pending = {"records": records, "checks": [], "losses": None}
+        if cfg["nan_guard"]:   # before the steps consume the buffers
+            pending["checks"] = self._finite_checks(step_losses, records)
+        if self._tracks_losses():
+            pending["losses"] = self._loss_record(pairs, step_losses, records)
         if self._lower_init_opt is not None:
             apply_custom_grads(self._lower_init_opt, self._ll_var)
         if cfg["return_grad"]:
@@ -216,15 +224,36 @@ class Problem:
         else:
             apply_custom_grads(self._upper_opt, self._ul_var)
             output = records
-            if check:
+            if cfg["nan_guard"]:
                 # under MPI the UL variables are equal on every rank: no agreement needed
-                _raise_first_nonfinite([("UL step (upper-level variables after the "
-                                         "optimizer step)", v.sum()) for v in self._ul_var])
-        return output, records, run_time
+                pending["checks"] += [("UL step (upper-level variables after the optimizer "
+                                       "step)", v.sum()) for v in self._ul_var]
+        return output, records, run_time, pending
+
+    def _read_back(self, pending, check):
+        """One host read of every pending scalar. Raises ``FloatingPointError``
+        (before anything is recorded) when a checked value is not finite; the caller
+        rolls back. Fills the records' Var entries with floats; returns the
+        ``(ll_loss, ul_loss)`` of the loss record under ``"losses"``."""
+        slots = []   # (dict, key) of record entries still holding a Var
+        for entry in _record_entries(pending["records"]):
+            slots += [(entry, k) for k, v in entry.items() if isinstance(v, jt.Var)]
+        checks = pending["checks"] if check else []
+        losses = list(pending["losses"] or ())
+        scalars = [v for _, v in checks] + losses + [entry[k] for entry, k in slots]
+        values = _read_scalars(scalars)
+        if check:
+            _raise_first_nonfinite([name for name, _ in checks], values[:len(checks)],
+                                   agree=self._parallel is not None)
+        values = values[len(checks):]
+        for i, (entry, key) in enumerate(slots):
+            entry[key] = float(values[len(losses) + i])
+        return {"losses": tuple(float(v) for v in values[:len(losses)]) if losses else None}
 
     # -- NaN guard -------------------------------------------------------------------------------
-    def _check_finite(self, step_losses, records):
-        """One host synchronisation: every LL step loss, the UL losses, the gradients."""
+    def _finite_checks(self, step_losses, records):
+        """``(stage name, scalar)`` pairs, in the order the stages ran: every LL step
+        loss, the UL losses, the gradients."""
         named = []
         for task, losses in enumerate(step_losses):
             where = f" of task {task}" if len(step_losses) > 1 else ""
@@ -232,16 +261,14 @@ class Problem:
                       for k, loss in enumerate(losses)]
         stage = (f"first-order operator {self._fo_op}" if self._fo_op else
                  f"hyper-gradient operator {'+'.join(self._gm_op + self._na_op)}")
-        for record in records:
-            for entry in [record] + [v for v in record.values() if isinstance(v, dict)]:
-                if "upper_loss" in entry:
-                    named.append((f"{stage} (upper-level loss)", entry["upper_loss"]))
+        named += [(f"{stage} (upper-level loss)", entry["upper_loss"])
+                  for entry in _record_entries(records) if "upper_loss" in entry]
         named += [(f"{stage} (hyper-gradient)", g.sum()) for g in read_custom_grads(self._ul_var)]
         if (self._lower_init_opt is not None or self._fo_op is not None
                 or self._ul_solver is None):   # DI buffers, or LL variables updated by the operator
             named += [(f"{stage} (lower-level variables / their gradients)", g.sum())
                       for g in read_custom_grads(self._ll_var) + self._ll_var]
-        _raise_first_nonfinite(named, agree=self._parallel is not None)
+        return named
 
     def _stateful_operators(self):
         ops = []
@@ -341,7 +368,8 @@ class Problem:
                               f"feeds; pass one pair per task (at least one).")
         return list(zip(ll_feed_dict, ul_feed_dict))
 
-    def _run_task(self, ll_feed_dict, ul_feed_dict, current_iter, step_losses, copy_last):
+    def _run_task(self, ll_feed_dict, ul_feed_dict, current_iter, step_losses, upper_losses,
+                  copy_last):
         with higher_jit.innerloop_ctx(self._ll_model, self._lower_opt,
                                       copy_initial_weights=False,
                                       track_higher_grads=self._track_opt_traj) as (aux_model, aux_opt):
@@ -352,8 +380,11 @@ class Problem:
                                                auxiliary_model=aux_model,
                                                auxiliary_opt=aux_opt,
                                                current_iter=current_iter,
-                                               step_losses=step_losses)
+                                               step_losses=step_losses,
+                                               upper_losses=upper_losses)
             records = list(dynamic)
+            if self._ul_solver is None and upper_losses:   # DM: its own UL gradient
+                records.append({"upper_loss": upper_losses[-1]})
             if self._ul_solver is not None:
                 max_loss_iter = next(iter(dynamic[0].values()))
                 records.extend(self._ul_solver.compute_gradients(
@@ -364,16 +395,35 @@ class Problem:
         return records
 
     # -- losses ----------------------------------------------------------------------------------
-    def _record_losses(self, feeds, current_iter):
-        if not self.loss_log_path and not self.boat_configs.get("track_losses", True):
-            return
-        ll_fd, ul_fd = feeds
+    def _tracks_losses(self):
+        return bool(self.loss_log_path) or self.boat_configs["track_losses"]
+
+    def _loss_record(self, pairs, step_losses, records):
+        """``[ll_loss, ul_loss]`` as Vars, from what the iteration computed: the
+        objective of the last LL step and the UL loss of the hyper-gradient (means
+        over this process's tasks; under ``data_parallel`` over all ranks). FO
+        operators, which record no LL step, evaluate both on the real models."""
+        ll = [losses[-1] for losses in step_losses if losses]
+        ul = [entry["upper_loss"] for entry in _record_entries(records)
+              if isinstance(entry.get("upper_loss"), jt.Var)]
+        if not ll or not ul:
+            ll, ul = self.evaluate_losses(*pairs[0], read=False)
+            ll, ul = [ll], [ul]
+        values = [sum(ll) / len(ll), sum(ul) / len(ul)]
+        if self._parallel == "data":   # the full-data losses, on every rank
+            values = distributed.mean_across_ranks(values)
+        return [v.detach() for v in values]
+
+    def evaluate_losses(self, ll_feed_dict, ul_feed_dict, read=True):
+        """``(f, F)``: the LL and UL losses of the current models on these feeds, without
+        gradients (floats; Vars with ``read=False``). ``loss_history`` records the
+        losses the iterations computed; call this for the values after the steps."""
         with jt.no_grad():
-            ll_loss = self._ll_loss(ll_fd, self._ul_model, self._ll_model)
-            ul_loss = self._ul_loss(ul_fd, self._ul_model, self._ll_model)
-            if self._parallel == "data":   # the full-data losses, on every rank
-                ll_loss, ul_loss = distributed.mean_across_ranks([ll_loss, ul_loss])
-        self.save_losses(current_iter, float(ll_loss.item()), float(ul_loss.item()))
+            ll_loss = self._ll_loss(ll_feed_dict, self._ul_model, self._ll_model)
+            ul_loss = self._ul_loss(ul_feed_dict, self._ul_model, self._ll_model)
+        if not read:
+            return ll_loss, ul_loss
+        return tuple(float(v) for v in _read_scalars([ll_loss, ul_loss]))
 
     def save_losses(self, current_iter, ll_loss, ul_loss):
         """Append a loss record; rewrite ``loss_log_path`` as JSON when it is set
@@ -410,17 +460,28 @@ class Problem:
         return path
 
 
-def _raise_first_nonfinite(named_values, agree=False):
+def _record_entries(records):
+    """Each record and the dicts nested in it (e.g. ``gradient_operator_results``)."""
+    for record in records:
+        yield record
+        yield from (v for v in record.values() if isinstance(v, dict))
+
+
+def _read_scalars(scalars):
+    """One host read of a list of scalar Vars (or numbers): float32 numpy array."""
+    if not scalars:
+        return np.zeros(0, dtype=np.float32)
+    return jt.concat([v.reshape(1).float32() if isinstance(v, jt.Var)
+                      else jt.array(np.float32([v])) for v in scalars]).numpy()
+
+
+def _raise_first_nonfinite(names, values, agree=False):
     """Raise ``FloatingPointError`` naming the first entry whose value is not finite.
 
     With ``agree`` (under MPI) every rank raises when any rank found one (one small
     all-reduce), so that all ranks roll back together.
     """
-    finite = np.ones(0, dtype=bool)
-    if named_values:
-        values = jt.concat([v.reshape(1).float32() if isinstance(v, jt.Var)
-                            else jt.array(np.float32([v])) for _, v in named_values])
-        finite = np.isfinite(values.numpy())
+    finite = np.isfinite(values)
     failing = distributed.ranks_where(not finite.all()) if agree else []
     advice = ("Lower the learning rates, check the data, or set nan_guard: false to skip "
               "this check.")
@@ -433,5 +494,5 @@ def _raise_first_nonfinite(named_values, agree=False):
     first = int(np.argmin(finite))
     where = f" on rank {distributed.rank()}" if agree else ""
     raise FloatingPointError(
-        f"Non-finite value at {named_values[first][0]}{where}; the iteration was rolled back "
+        f"Non-finite value at {names[first]}{where}; the iteration was rolled back "
         f"(variables and optimizer states are as before it). {advice}")

@@ -36,7 +36,8 @@ TOP_LEVEL_OPTIONS = (
     Option("loss_log_path", "str", None,
            doc="optional JSON file rewritten with the loss history each iteration"),
     Option("track_losses", "bool", True,
-           doc="after each iteration evaluate f and F on the real models into loss_history"),
+           doc="record each iteration's last LL-step objective and UL loss (values it "
+               "computed anyway: no extra pass) into loss_history"),
     Option("nan_guard", "bool", True,
            doc="raise FloatingPointError on a non-finite loss or gradient and roll the "
                "iteration back (one extra host synchronisation per iteration)"),

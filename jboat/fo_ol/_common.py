@@ -205,8 +205,11 @@ class FirstOrderOperator(DynamicalSystem):
 
     @staticmethod
     def result(upper_loss):
-        value = upper_loss.item() if isinstance(upper_loss, jt.Var) else upper_loss
-        return {"upper_loss": float(value)}
+        """The operator's record; a Var stays on the device (``Problem`` reads the
+        iteration's scalars at once and stores floats)."""
+        if isinstance(upper_loss, jt.Var):
+            return {"upper_loss": upper_loss.detach()}
+        return {"upper_loss": float(upper_loss)}
 
     def optimize(self, ll_feed_dict, ul_feed_dict, current_iter):
         raise NotImplementedError("Subclasses implement optimize().")

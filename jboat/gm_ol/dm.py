@@ -274,6 +274,8 @@ class DM(DynamicalSystem):
                                        params=weights)
         if kwargs.get("step_losses") is not None:
             kwargs["step_losses"].append(phi.detach())
+        if kwargs.get("upper_losses") is not None:
+            kwargs["upper_losses"].append(upper_loss.detach())
         v = self.auxiliary_v
         d = dm_derivatives(phi, upper_loss, y, self.ul_var, v)
         residual = [(hv - fy).detach() for hv, fy in zip(d.Hv, d.F_y)]

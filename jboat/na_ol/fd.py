@@ -1,5 +1,7 @@
 """FD: DARTS' finite-difference (second-order) hyper-gradient."""
 
+import jittor as jt
+
 from ..errors import ConfigError
 from ..higher_jit.utils import grads_with_zeros
 from ..operation_registry import register_class
@@ -23,15 +25,15 @@ def mixed_derivative_product(grad_x_at, weights, direction, radius):
         radius: ``r``; the step is ``ε = r / ‖v‖`` (DARTS).
 
     Returns:
-        list aligned with x, or None when ``‖v‖ = 0`` (no correction). The
+        list aligned with x (zeros when ``‖v‖ = 0``: no correction). The
         difference is exact for ``h`` quadratic in ``w`` (up to round-off) and has
         error O(ε²) otherwise. ``weights`` are never modified: the perturbed points
-        are new lists, so nothing needs restoring.
+        are new lists, so nothing needs restoring. ``ε`` stays on the device (no
+        host synchronisation).
     """
-    norm = float(list_tensor_norm([d for d in direction if d is not None]).item())
-    if norm == 0.0:
-        return None
-    eps = radius / norm
+    norm = list_tensor_norm([d for d in direction if d is not None])
+    # ‖v‖ = 0: any finite ε gives w ± εv = w and a zero difference
+    eps = radius / jt.ternary(norm > 0, norm, jt.ones_like(norm))
 
     def shifted(sign):
         return [w if d is None else w + d * (sign * eps) for w, d in zip(weights, direction)]
@@ -102,6 +104,6 @@ class FD(HyperGradient):
             return grads_with_zeros(lower_loss, self.ul_var)
 
         hvp = mixed_derivative_product(grad_x_at, weights, direction, self.radius)
-        extra = None if hvp is None else [g * (-self.lr) for g in hvp]
+        extra = [g * (-self.lr) for g in hvp]
         self.add_hypergradient(upper_loss, auxiliary_model, extra=extra)
         return self.finished(upper_loss)

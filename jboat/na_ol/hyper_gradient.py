@@ -103,7 +103,9 @@ class HyperGradient(OperatorSpec):
 
     @staticmethod
     def finished(upper_loss):
-        return {"upper_loss": float(upper_loss.item()), "hyper_gradient_finished": True}
+        """The terminal record. ``upper_loss`` stays a (detached) Var: ``Problem``
+        reads every scalar of an iteration at once and stores floats."""
+        return {"upper_loss": upper_loss.detach(), "hyper_gradient_finished": True}
 
     @staticmethod
     def require_terminal(name, next_operation):
