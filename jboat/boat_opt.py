@@ -253,7 +253,9 @@ class Problem:
     # -- NaN guard -------------------------------------------------------------------------------
     def _finite_checks(self, step_losses, records):
         """``(stage name, scalar)`` pairs, in the order the stages ran: every LL step
-        loss, the UL losses, the gradients."""
+        loss, the UL losses, the gradients. (Holding a step's loss makes Jittor compute
+        its value, a few small kernels per step the inner loop itself does not need:
+        the guard's main cost.)"""
         named = []
         for task, losses in enumerate(step_losses):
             where = f" of task {task}" if len(step_losses) > 1 else ""
@@ -409,7 +411,7 @@ class Problem:
         if not ll or not ul:
             ll, ul = self.evaluate_losses(*pairs[0], read=False)
             ll, ul = [ll], [ul]
-        values = [sum(ll) / len(ll), sum(ul) / len(ul)]
+        values = [_mean(ll), _mean(ul)]
         if self._parallel == "data":   # the full-data losses, on every rank
             values = distributed.mean_across_ranks(values)
         return [v.detach() for v in values]
@@ -460,6 +462,10 @@ class Problem:
         return path
 
 
+def _mean(values):
+    return values[0] if len(values) == 1 else sum(values[1:], values[0]) / len(values)
+
+
 def _record_entries(records):
     """Each record and the dicts nested in it (e.g. ``gradient_operator_results``)."""
     for record in records:
@@ -468,11 +474,14 @@ def _record_entries(records):
 
 
 def _read_scalars(scalars):
-    """One host read of a list of scalar Vars (or numbers): float32 numpy array."""
-    if not scalars:
-        return np.zeros(0, dtype=np.float32)
-    return jt.concat([v.reshape(1).float32() if isinstance(v, jt.Var)
-                      else jt.array(np.float32([v])) for v in scalars]).numpy()
+    """One host synchronisation for a list of scalar Vars (or numbers): one execution
+    pass (``jt.sync``), then copies of the computed values (a concatenation would cost
+    a kernel per entry). Returns a float32 numpy array."""
+    pending = [v for v in scalars if isinstance(v, jt.Var)]
+    if pending:
+        jt.sync(pending)
+    return np.array([v.numpy().reshape(-1)[0] if isinstance(v, jt.Var) else v
+                     for v in scalars], dtype=np.float32).reshape(-1)
 
 
 def _raise_first_nonfinite(names, values, agree=False):

@@ -12,8 +12,10 @@ _GROUP_STATE_KEYS = ("values", "m", "grads")
 
 
 def snapshot_vars(variables):
-    """Detached copies holding the current values (cheap: Jittor keeps the old node)."""
-    return [v.clone().detach() for v in variables]
+    """Detached handles on the current values: no copy is made. Jittor's updates
+    (``Var.update``/``assign``, optimizer steps) rebind a Var to a new node, so these
+    handles keep the values of this moment."""
+    return [v.detach() for v in variables]
 
 
 def restore_vars(variables, values):
