@@ -419,7 +419,8 @@ class Problem:
     def evaluate_losses(self, ll_feed_dict, ul_feed_dict, read=True):
         """``(f, F)``: the LL and UL losses of the current models on these feeds, without
         gradients (floats; Vars with ``read=False``). ``loss_history`` records the
-        losses the iterations computed; call this for the values after the steps."""
+        losses the iterations computed; call this for the values after the steps. Under
+        ``data_parallel`` these are this process's shard losses."""
         with jt.no_grad():
             ll_loss = self._ll_loss(ll_feed_dict, self._ul_model, self._ll_model)
             ul_loss = self._ul_loss(ul_feed_dict, self._ul_model, self._ll_model)

@@ -40,7 +40,8 @@ TOP_LEVEL_OPTIONS = (
                "computed anyway: no extra pass) into loss_history"),
     Option("nan_guard", "bool", True,
            doc="raise FloatingPointError on a non-finite loss or gradient and roll the "
-               "iteration back (one extra host synchronisation per iteration)"),
+               "iteration back (a snapshot per iteration; the check shares the "
+               "iteration's one host read)"),
     Option("device", "choice", None, choices=(None, "cpu", "cuda"),
            doc="'cuda' sets jt.flags.use_cuda=1, 'cpu' sets it to 0, null leaves it"),
     Option("data_parallel", "bool", False,
