@@ -125,8 +125,7 @@ def print_time_table(records, sizes, Ks, impls):
         if r["combo"] not in combos:
             combos.append(r["combo"])
     index = {(r["impl"], r["combo"], r["size"], r["lower_iters"]): r for r in records}
-    combos = [c for c in combos if any((i, c) == (r["impl"], r["combo"]) for r in records
-                                       for i in impls)]
+    combos = [c for c in combos if any(r["combo"] == c and r["impl"] in impls for r in records)]
     for size in sizes:
         for K in Ks:
             print(f"\n## {size} ({'/'.join(map(str, P.SIZES[size]))} train/val/features/classes), "

@@ -105,6 +105,9 @@ class Quadratic:
     def dF_dy(self, y):
         return self.C.T @ (self.C @ y - self.t)
 
+    def f(self, x, y):
+        return 0.5 * y @ self.A @ y - y @ self.B @ x
+
     def F(self, x, y):
         r = self.C @ y - self.t
         return 0.5 * r @ r + 0.5 * self.mu * x @ x
@@ -124,6 +127,15 @@ class Quadratic:
         P = np.linalg.solve(self.A, self.B)          # y* = P x
         H = P.T @ self.C.T @ self.C @ P + self.mu * np.eye(self.n)
         return np.linalg.solve(H, P.T @ self.C.T @ self.t)
+
+
+def upper_adam_state(problem):
+    """Copies of every tracked variable, and the UL Adam optimizer's step count,
+    first moments and second moments (for "state untouched" checks)."""
+    opt = problem.boat_configs["upper_level_opt"]
+    return ([p.numpy().copy() for p in problem._tracked_vars()], opt.n_step,
+            [m.numpy().copy() for m in opt.param_groups[0]["m"]],
+            [v.numpy().copy() for v in opt.param_groups[0]["values"]])
 
 
 def rel_err(a, b):

@@ -8,7 +8,7 @@ import jittor as jt
 import numpy as np
 import pytest
 
-from quadratic import Quadratic, lower_loss, upper_loss
+from quadratic import Quadratic, lower_loss, upper_adam_state, upper_loss
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -25,13 +25,6 @@ class PoisonedLoss:
         return value * float("nan") if self.calls == self.at else value
 
 
-def _state(problem):
-    opt = problem.boat_configs["upper_level_opt"]
-    return ([p.numpy().copy() for p in problem._tracked_vars()], opt.n_step,
-            [m.numpy().copy() for m in opt.param_groups[0]["m"]],
-            [v.numpy().copy() for v in opt.param_groups[0]["values"]])
-
-
 def test_nan_in_lower_loss_at_step_3_rolls_back():
     q = Quadratic()
     loss = PoisonedLoss()
@@ -39,11 +32,11 @@ def test_nan_in_lower_loss_at_step_3_rolls_back():
                       ul_opt=lambda ps: jt.optim.Adam(ps, lr=0.05),
                       losses={"lower_level_loss": loss, "upper_level_loss": upper_loss})
     problem.run_iter(q.ll_feed(), q.ul_feed(), 0)        # a healthy iteration first
-    before = _state(problem)
+    before = upper_adam_state(problem)
     loss.calls, loss.at = 0, 4                           # steps are 0-based: call 4 = step 3
     with pytest.raises(FloatingPointError, match=r"LL step 3 \(lower-level loss\).*rolled back"):
         problem.run_iter(q.ll_feed(), q.ul_feed(), 1)
-    after = _state(problem)
+    after = upper_adam_state(problem)
     for a, b in zip(before[0], after[0]):
         np.testing.assert_array_equal(a, b)
     assert before[1] == after[1] == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jboat import boat_opt
 
-from quadratic import Quadratic, gda_trajectory, lower_loss, upper_loss
+from quadratic import Quadratic, gda_trajectory, lower_loss, upper_adam_state, upper_loss
 
 
 @pytest.fixture
@@ -75,10 +75,6 @@ def test_one_host_read_per_iteration_with_the_defaults(host_reads, gm_op, na_op,
     assert all(np.isfinite(v) for r in problem.loss_history for v in r.values())
 
 
-def _f(q, x, y):
-    return 0.5 * y @ q.A @ y - y @ q.B @ x
-
-
 def test_loss_record_is_the_last_step_objective_and_the_hypergradient_upper_loss():
     q = Quadratic()
     K = 4
@@ -87,7 +83,7 @@ def test_loss_record_is_the_last_step_objective_and_the_hypergradient_upper_loss
     ys = q.trajectory(q.x0, q.y0, K)
     record = problem.loss_history[-1]
     # f at y_{K-1} (the last LL step's objective), F at y_K with x before the UL step
-    np.testing.assert_allclose(record["ll_loss"], _f(q, q.x0, ys[K - 1]), rtol=1e-5)
+    np.testing.assert_allclose(record["ll_loss"], q.f(q.x0, ys[K - 1]), rtol=1e-5)
     np.testing.assert_allclose(record["ul_loss"], q.F(q.x0, ys[K]), rtol=1e-5)
     upper = [r["gradient_operator_results"]["upper_loss"] for r in results
              if "gradient_operator_results" in r]
@@ -95,7 +91,7 @@ def test_loss_record_is_the_last_step_objective_and_the_hypergradient_upper_loss
     # the losses after the steps are one call away
     x1, y_k = q.upper.value.numpy().astype(float), q.lower.value.numpy().astype(float)
     f_after, F_after = problem.evaluate_losses(q.ll_feed(), q.ul_feed())
-    np.testing.assert_allclose([f_after, F_after], [_f(q, x1, y_k), q.F(x1, y_k)], rtol=1e-5)
+    np.testing.assert_allclose([f_after, F_after], [q.f(x1, y_k), q.F(x1, y_k)], rtol=1e-5)
 
 
 def test_loss_record_under_gda_is_the_aggregated_objective():
@@ -106,7 +102,7 @@ def test_loss_record_under_gda_is_the_aggregated_objective():
     problem.run_iter(q.ll_feed(), q.ul_feed(), 0)
     ys, alphas = gda_trajectory(q, q.x0, q.y0, K, a0, decay), [a0 * decay ** k for k in range(K)]
     alpha, y = alphas[K - 1], ys[K - 1]
-    expected = alpha * q.F(q.x0, y) + (1 - alpha) * _f(q, q.x0, y)
+    expected = alpha * q.F(q.x0, y) + (1 - alpha) * q.f(q.x0, y)
     np.testing.assert_allclose(problem.loss_history[-1]["ll_loss"], expected, rtol=1e-5)
 
 
@@ -123,13 +119,6 @@ def test_loss_record_over_tasks_is_their_mean():
     F2 = 0.5 * r2 @ r2 + 0.5 * q.mu * q.x0 @ q.x0
     np.testing.assert_allclose(problem.loss_history[-1]["ul_loss"],
                                0.5 * (q.F(q.x0, y) + F2), rtol=1e-5)
-
-
-def _adam_state(problem):
-    opt = problem.boat_configs["upper_level_opt"]
-    return ([p.numpy().copy() for p in problem._tracked_vars()], opt.n_step,
-            [m.numpy().copy() for m in opt.param_groups[0]["m"]],
-            [v.numpy().copy() for v in opt.param_groups[0]["values"]])
 
 
 def _assert_same(before, after):
@@ -152,11 +141,11 @@ def test_nan_hypergradient_is_caught_after_the_step_and_rolled_back():
                       ul_opt=lambda ps: jt.optim.Adam(ps, lr=0.05),
                       losses={"lower_level_loss": lower_loss, "upper_level_loss": upper})
     problem.run_iter(q.ll_feed(), q.ul_feed(), 0)
-    before, logged = _adam_state(problem), len(problem._log_results)
+    before, logged = upper_adam_state(problem), len(problem._log_results)
     state["poison"] = True
     with pytest.raises(FloatingPointError, match=r"hyper-gradient operator NGD\+RAD \(upper"):
         problem.run_iter(q.ll_feed(), q.ul_feed(), 1)
-    _assert_same(before, _adam_state(problem))
+    _assert_same(before, upper_adam_state(problem))
     assert [r["iter"] for r in problem.loss_history] == [0]
     assert len(problem._log_results) == logged
 
@@ -166,12 +155,12 @@ def test_nan_from_the_upper_step_is_named_and_rolled_back():
     problem = q.build(["NGD"], ["RAD"], lower_iters=3,
                       ul_opt=lambda ps: jt.optim.Adam(ps, lr=0.05))
     problem.run_iter(q.ll_feed(), q.ul_feed(), 0)
-    before = _adam_state(problem)
+    before = upper_adam_state(problem)
     opt = problem.boat_configs["upper_level_opt"]
     opt.lr = float("nan")
     with pytest.raises(FloatingPointError, match=r"UL step"):
         problem.run_iter(q.ll_feed(), q.ul_feed(), 1)
-    _assert_same(before, _adam_state(problem))
+    _assert_same(before, upper_adam_state(problem))
     opt.lr = 0.05
     problem.run_iter(q.ll_feed(), q.ul_feed(), 1)
     assert np.isfinite(q.upper.value.numpy()).all()
