@@ -55,7 +55,7 @@ class MESO(FirstOrderOperator):
         Option("eta", "float", 0.1, low=0.0, low_open=True, doc="step size η of the θ update"),
         Option("gamma_1", "float", 0.1, low=0.0, low_open=True,
                doc="proximal parameter γ of the Moreau envelope"),
-        Option("c0", "float", 0.2, low=0.0, low_open=True,
+        Option("c0", "float", 5.0, low=0.0, low_open=True,
                doc="initial penalty parameter c_0 (c_k = c_0 (k+1)^(1/4))"),
         Option("y_hat_lr", "float", 0.01, low=0.0, doc="unused (kept for old configs)"),
     )

@@ -58,7 +58,7 @@ class PGDO(FirstOrderOperator):
         Option("y_hat_lr", "float", 0.1, low=0.0, low_open=True,
                doc="plain-SGD step size of the value-function estimate ŷ"),
         Option("gamma_init", "float", 0.0, low=0.0, doc="initial penalty weight γ"),
-        Option("gamma_max", "float", 10.0, low=0.0, doc="largest penalty weight"),
+        Option("gamma_max", "float", 15.0, low=0.0, doc="largest penalty weight"),
         Option("gamma_argmax_step", "int", 100, low=1,
                doc="number of calls over which γ ramps linearly to gamma_max"),
         Option("update_y_ahead", "bool", False, aliases=("updata_y_ahead",),

@@ -67,7 +67,7 @@ class VFO(FirstOrderOperator):
 
     role = "fo"
     options = (
-        Option("y_hat_lr", "float", 0.1, low=0.0, low_open=True,
+        Option("y_hat_lr", "float", 0.2, low=0.0, low_open=True,
                doc="plain-SGD step size of the inner estimate ŷ"),
         Option("u1", "float", 1.0, low=0.0, doc="target decrease rate of the gap q"),
         Option("eta", "float", 0.5, low=0.0, doc="unused (BOME's η; kept for old configs)"),

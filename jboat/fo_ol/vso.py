@@ -60,13 +60,13 @@ class VSO(FirstOrderOperator):
 
     role = "fo"
     options = (
-        Option("z_loop", "int", 10, low=0, doc="LL-optimizer steps of z per call"),
+        Option("z_loop", "int", 20, low=0, doc="LL-optimizer steps of z per call"),
         Option("z_lr", "float", 0.01, low=0.0, low_open=True,
                doc="plain-SGD step size of the y loop (despite the name)"),
-        Option("ll_l2_reg", "float", 0.1, low=0.0, doc="μ_z before decay (L2 weight on z)"),
-        Option("ul_l2_reg", "float", 0.01, low=0.0, doc="μ_y before decay (L2 weight on y)"),
-        Option("ul_ln_reg", "float", 10.0, low=0.0, doc="μ_b before decay (log-barrier weight)"),
-        FloatOrBool("reg_decay", 1.0, low=0.0,
+        Option("ll_l2_reg", "float", 0.0, low=0.0, doc="μ_z before decay (L2 weight on z)"),
+        Option("ul_l2_reg", "float", 0.0, low=0.0, doc="μ_y before decay (L2 weight on y)"),
+        Option("ul_ln_reg", "float", 50.0, low=0.0, doc="μ_b before decay (log-barrier weight)"),
+        FloatOrBool("reg_decay", 0.0, low=0.0,
                     doc="d = reg_decay·k + 1 divides the coefficients; true = 1.0"),
     )
 

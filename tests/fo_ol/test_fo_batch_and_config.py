@@ -1,5 +1,7 @@
 """fogm_batch_input accumulation, option validation, state and error handling."""
 
+import os
+
 import jittor as jt
 import numpy as np
 import pytest
@@ -51,6 +53,23 @@ def test_batch_mode_takes_one_upper_step_with_the_summed_gradient():
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("op", FO_OPS)
+def test_upper_step_is_the_user_optimizers_rule(op):
+    """The operator only writes the UL gradient; Problem steps the user's optimizer with
+    its own rule. Adam's first step: x − lr·√(1−β₂)·g / (√(1−β₂)|g| + ε)."""
+    lr, betas, eps = 0.01, (0.9, 0.999), 1e-8
+    probe = build(problem_for(op), op, return_grad=True)
+    grad, _ = probe.run_iter(*feeds(problem_for(op), offset=5.0), 0)
+    g = grad[0].numpy().astype(float)
+    q = problem_for(op)
+    problem = build(q, op, ul_opt=lambda ps: jt.optim.Adam(ps, lr=lr, betas=betas, eps=eps))
+    problem.run_iter(*feeds(q, offset=5.0), 0)
+    c = np.sqrt(1 - betas[1])
+    np.testing.assert_allclose(q.upper.value.numpy(), q.x0 - lr * c * g / (c * np.abs(g) + eps),
+                               rtol=1e-5, atol=1e-6)
+    assert np.abs(g).min() > 1e-3                   # a sign-like step, unlike SGD's lr·g
+
+
 # -- configuration ------------------------------------------------------------------------
 def test_gaffo_rejects_mismatched_levels_at_build_time():
     q = Quadratic()                                  # x in R^3, y in R^4
@@ -89,10 +108,22 @@ def test_defaults_and_aliases_are_filled_in():
     assert cfg["GAFFO"]["lambda"] == 0.5 and cfg["GAFFO"]["maximize"] is False
     assert cfg["GAFFO"]["lower_step_size"] is None
     cfg = build(Quadratic(), "VSO").boat_configs
-    assert cfg["VSO"] == {"z_loop": 10, "z_lr": 0.01, "ll_l2_reg": 0.1, "ul_l2_reg": 0.01,
-                          "ul_ln_reg": 10.0, "reg_decay": 1.0}
+    assert cfg["VSO"] == {"z_loop": 20, "z_lr": 0.01, "ll_l2_reg": 0.0, "ul_l2_reg": 0.0,
+                          "ul_ln_reg": 50.0, "reg_decay": 0.0}
     cfg = build(Quadratic(), "PGDO", PGDO={"updata_y_ahead": True}).boat_configs
     assert cfg["PGDO"]["update_y_ahead"] is True and cfg["PGDO"]["penalty"] == "difference"
+
+
+@pytest.mark.parametrize("op", ["VSO", "VFO", "MESO", "PGDO", "GAFFO"])
+def test_recipe_sections_equal_the_declared_defaults(op):
+    """configs/ recipes and the defaults a config without the section gets agree."""
+    recipes = {"VSO": "bvfim_vso", "VFO": "bome_vfo", "MESO": "meha_meso",
+               "PGDO": "vpbgd_pgdo", "GAFFO": "gaffo"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    section = jboat.load_config(os.path.join(root, "configs", recipes[op] + ".yaml"))[op]
+    defaults = {o.name: o.default for o in jboat.Operation_REGISTRY[op].options}
+    assert section == {key: defaults[key] for key in section}
+    assert set(section) == set(defaults)
 
 
 # -- runtime behaviour --------------------------------------------------------------------
