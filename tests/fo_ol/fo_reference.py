@@ -6,9 +6,11 @@ Every step function writes out the update equations of operators.md §3 for
 The fixed-point helpers give the points the operators provably converge to.
 """
 
+import os
+
 import numpy as np
 
-import jboat  # noqa: F401  (environment defaults before Jittor)
+import jboat  # environment defaults before Jittor
 import jittor as jt
 
 from quadratic import Quadratic, lower_loss, upper_loss
@@ -37,6 +39,18 @@ def square_quadratic(**kwargs):
     """x and y of the same shape (n = m = 4, full-rank C): what GAFFO requires."""
     kwargs.setdefault("seed", 3)
     return Quadratic(n=4, m=4, p=4, **kwargs)
+
+
+RECIPES = {"VSO": "bvfim_vso", "VFO": "bome_vfo", "MESO": "meha_meso", "PGDO": "vpbgd_pgdo",
+           "ALTO": "alto", "GAFFO": "gaffo"}
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_recipe(fo_op):
+    """The shipped recipe configs/<name>.yaml of ``fo_op`` (a dict)."""
+    config = jboat.load_config(os.path.join(_ROOT, "configs", RECIPES[fo_op] + ".yaml"))
+    assert config["fo_op"] == fo_op
+    return config
 
 
 def build(q, fo_op, lower_iters=5, **options):

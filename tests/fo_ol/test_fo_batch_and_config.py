@@ -1,13 +1,11 @@
 """fogm_batch_input accumulation, option validation, state and error handling."""
 
-import os
-
 import jittor as jt
 import numpy as np
 import pytest
 
 import jboat
-from fo_reference import build, feeds, square_quadratic
+from fo_reference import build, feeds, load_recipe, square_quadratic
 from quadratic import Quadratic
 
 FO_OPS = ["VSO", "VFO", "MESO", "PGDO", "ALTO", "GAFFO"]
@@ -117,10 +115,7 @@ def test_defaults_and_aliases_are_filled_in():
 @pytest.mark.parametrize("op", ["VSO", "VFO", "MESO", "PGDO", "GAFFO"])
 def test_recipe_sections_equal_the_declared_defaults(op):
     """configs/ recipes and the defaults a config without the section gets agree."""
-    recipes = {"VSO": "bvfim_vso", "VFO": "bome_vfo", "MESO": "meha_meso",
-               "PGDO": "vpbgd_pgdo", "GAFFO": "gaffo"}
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    section = jboat.load_config(os.path.join(root, "configs", recipes[op] + ".yaml"))[op]
+    section = load_recipe(op)[op]
     defaults = {o.name: o.default for o in jboat.Operation_REGISTRY[op].options}
     assert section == {key: defaults[key] for key in section}
     assert set(section) == set(defaults)

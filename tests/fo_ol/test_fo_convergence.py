@@ -10,20 +10,14 @@ problem's curvature) and, for VSO, a constant added to the LL loss (its barrier
 needs a positive value). The last tests vary one knob to show what it controls.
 """
 
-import os
-
 import jittor as jt
 import numpy as np
 import pytest
 
-import jboat
-from fo_reference import (build, feeds, gaffo_fixed_point, penalty_point, square_quadratic,
-                          vso_fixed_point)
+from fo_reference import (build, feeds, gaffo_fixed_point, load_recipe, penalty_point,
+                          square_quadratic, vso_fixed_point)
 from quadratic import Quadratic, rel_err
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RECIPES = {"VSO": "bvfim_vso", "VFO": "bome_vfo", "MESO": "meha_meso", "PGDO": "vpbgd_pgdo",
-           "ALTO": "alto", "GAFFO": "gaffo"}
 SEEDS = [0, 5]
 
 
@@ -42,8 +36,7 @@ def run(problem, q, iters, offset=0.0, schedule=None):
 
 def recipe(fo_op):
     """(lower_iters, the operator's option section) of the shipped recipe."""
-    config = jboat.load_config(os.path.join(ROOT, "configs", RECIPES[fo_op] + ".yaml"))
-    assert config["fo_op"] == fo_op
+    config = load_recipe(fo_op)
     return config["lower_iters"], dict(config.get(fo_op) or {})
 
 
