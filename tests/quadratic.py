@@ -138,6 +138,14 @@ def upper_adam_state(problem):
             [v.numpy().copy() for v in opt.param_groups[0]["values"]])
 
 
+def adam_first_step(x, g, lr, betas, eps):
+    """``x`` after the first step of Jittor's Adam on gradient ``g`` (bias-corrected)."""
+    g = np.asarray(g, float)
+    m, v = (1 - betas[0]) * g, (1 - betas[1]) * g * g
+    step = lr * np.sqrt(1 - betas[1]) / (1 - betas[0])
+    return np.asarray(x, float) - step * m / (np.sqrt(v) + eps)
+
+
 def rel_err(a, b):
     a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
     return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12)

@@ -6,7 +6,7 @@ import pytest
 
 import jboat
 from fo_reference import build, feeds, load_recipe, square_quadratic
-from quadratic import Quadratic
+from quadratic import Quadratic, adam_first_step
 
 FO_OPS = ["VSO", "VFO", "MESO", "PGDO", "ALTO", "GAFFO"]
 
@@ -54,7 +54,7 @@ def test_batch_mode_takes_one_upper_step_with_the_summed_gradient():
 @pytest.mark.parametrize("op", FO_OPS)
 def test_upper_step_is_the_user_optimizers_rule(op):
     """The operator only writes the UL gradient; Problem steps the user's optimizer with
-    its own rule. Adam's first step: x − lr·√(1−β₂)·g / (√(1−β₂)|g| + ε)."""
+    its own rule (Adam's first step)."""
     lr, betas, eps = 0.01, (0.9, 0.999), 1e-8
     probe = build(problem_for(op), op, return_grad=True)
     grad, _ = probe.run_iter(*feeds(problem_for(op), offset=5.0), 0)
@@ -62,8 +62,7 @@ def test_upper_step_is_the_user_optimizers_rule(op):
     q = problem_for(op)
     problem = build(q, op, ul_opt=lambda ps: jt.optim.Adam(ps, lr=lr, betas=betas, eps=eps))
     problem.run_iter(*feeds(q, offset=5.0), 0)
-    c = np.sqrt(1 - betas[1])
-    np.testing.assert_allclose(q.upper.value.numpy(), q.x0 - lr * c * g / (c * np.abs(g) + eps),
+    np.testing.assert_allclose(q.upper.value.numpy(), adam_first_step(q.x0, g, lr, betas, eps),
                                rtol=1e-5, atol=1e-6)
     assert np.abs(g).min() > 1e-3                   # a sign-like step, unlike SGD's lr·g
 

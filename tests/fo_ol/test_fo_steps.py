@@ -7,7 +7,7 @@ import pytest
 
 from fo_reference import (QuadraticMaths, alto_step, build, feeds, gaffo_step, meso_step,
                           pgdo_step, square_quadratic, vfo_step, vso_step)
-from quadratic import Quadratic
+from quadratic import Quadratic, adam_first_step
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -79,9 +79,7 @@ def test_vfo_lower_step_uses_the_lower_optimizers_own_rule():
     m = QuadraticMaths(q)
     y_sgd, _, _, _ = vfo_step(m, q.x0, q.y0, K, 1.0, dict(y_hat_lr=0.2, u1=1.0))
     d_y = q.y0 - y_sgd                   # the direction d_y (step 1.0)
-    m1, v1 = (1 - betas[0]) * d_y, (1 - betas[1]) * d_y * d_y
-    step_size = lr * np.sqrt(1 - betas[1]) / (1 - betas[0])
-    close(y, q.y0 - step_size * m1 / (np.sqrt(v1) + eps))
+    close(y, adam_first_step(q.y0, d_y, lr, betas, eps))
 
 
 def test_meso_two_steps_keep_theta_and_use_c_k():
