@@ -34,10 +34,12 @@ def _linear_map(matrix):
 
 
 def reference_cg(A, b, max_iter, epsilon):
-    """Textbook CG in float64 with the documented stopping rules."""
+    """Textbook CG in float64 with the documented stopping rules (relative:
+    ``||r|| <= epsilon ||b||``)."""
     x, r = np.zeros_like(b), b.copy()
     p, rr = r.copy(), r @ r
-    if np.sqrt(rr) < epsilon:
+    bound = epsilon * np.linalg.norm(b) if epsilon > 0 else -1.0
+    if np.sqrt(rr) <= bound:
         return x
     for _ in range(max_iter):
         Ap = A @ p
@@ -47,7 +49,7 @@ def reference_cg(A, b, max_iter, epsilon):
         alpha = rr / pAp
         x, r = x + alpha * p, r - alpha * Ap
         rr_new = r @ r
-        if np.sqrt(rr_new) < epsilon:
+        if np.sqrt(rr_new) <= bound:
             break
         p, rr = r + (rr_new / rr) * p, rr_new
     return x
@@ -102,6 +104,28 @@ def test_neumann_matches_partial_sums(monkeypatch, kernels, k, tol):
     assert np.abs(total - expected).max() / np.abs(expected).max() < 1e-4
     if tol == 1.0:   # the stop fired and mattered
         assert np.abs(expected - reference_neumann(M64, B64, k, 0.0)).max() > 1e-3
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_cg_stops_early_on_a_well_conditioned_system_in_float32(scale):
+    # 200 unknowns, eigenvalues in {1, 2, 3}: CG converges in 3 iterations; the
+    # relative rule fires in float32 whatever the scale of b (an absolute 1e-4 would
+    # never fire at scale 1e6 and fire at once at scale 1e-6)
+    diag = np.tile([1.0, 2.0, 3.0], 67)[:200].astype(np.float32)
+    b = (np.random.RandomState(0).randn(200) * scale).astype(np.float32)
+    calls = []
+
+    def matvec(u):
+        calls.append(1)
+        return [u[0] * jt.array(diag)]
+    x = cg_step(matvec, [jt.array(b)], max_iter=50, epsilon=1e-4, check_every=1)
+    assert x[0].dtype == jt.float32
+    assert len(calls) <= 5, len(calls)
+    np.testing.assert_allclose(x[0].numpy() * diag, b, rtol=1e-3, atol=1e-3 * scale)
+    # tolerance 0 runs every iteration
+    calls.clear()
+    cg_step(matvec, [jt.array(b)], max_iter=8, epsilon=0.0, check_every=1)
+    assert len(calls) == 8
 
 
 def test_no_host_reads_inside_the_iterations(host_reads):

@@ -229,7 +229,6 @@ class DM(DynamicalSystem):
                               f"list(lower_level_model.parameters()).")
         self._ll_index = [index_of[id(var)] for var in self.ll_var]
         self.auxiliary_v = [jt.zeros(var.shape, var.dtype) for var in self.ll_var]
-        self.v_lr = self.auxiliary_v_lr
         self.schedule = None
 
     @property
@@ -282,7 +281,6 @@ class DM(DynamicalSystem):
         if self.line_search:
             new_v = multiplier_step(v, residual, hessian_residual=vjp(d.g_y, y, residual))
         else:
-            self.v_lr = schedule.eta
             new_v = multiplier_step(v, residual, eta=schedule.eta)
 
         # every derivative is taken; now write: LL step, multiplier, UL gradient + lr

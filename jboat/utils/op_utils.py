@@ -8,33 +8,12 @@ import jittor as jt
 
 from ..distributed import no_implicit_optimizer_sync
 from ..higher_jit.utils import grads_with_zeros, quiet_jittor_log
-from ..operation_registry import DynamicalSystemRules, HyperGradientRules
 
 __all__ = [
-    "ResultStore", "DynamicalSystemRules", "HyperGradientRules", "l2_reg",
-    "grad_unused_zero", "grads_with_zeros", "list_tensor_matmul", "list_tensor_norm",
-    "require_model_grad", "stop_model_grad", "update_grads", "update_tensor_grads",
-    "manual_update", "apply_custom_grads", "stop_grads", "average_grad",
-    "cat_list_to_tensor", "copy_parameter_from_list", "get_outer_gradients",
-    "custom_grad", "vjp", "read_custom_grads", "clear_custom_grads", "cg_step",
-    "neumann_series", "conjugate_gradient", "neumann", "add_scaled",
+    "grads_with_zeros", "list_tensor_matmul", "list_tensor_norm", "add_scaled", "stop_grads", "vjp",
+    "update_tensor_grads", "read_custom_grads", "clear_custom_grads", "apply_custom_grads",
+    "copy_parameter_from_list", "cg_step", "neumann_series",
 ]
-
-
-class ResultStore:
-    """Collects ``{name: result}`` records of a chain of operators."""
-
-    def __init__(self):
-        self.results = []
-
-    def add(self, name, result):
-        self.results.append({name: result})
-
-    def clear(self):
-        self.results = []
-
-    def get_results(self):
-        return self.results
 
 
 # -- vectors -----------------------------------------------------------------------
@@ -63,53 +42,16 @@ def add_scaled(a, b, scale):
     return [ai + bi * scale for ai, bi in zip(a, b)]
 
 
-def cat_list_to_tensor(ts):
-    """Concatenation of the flattened entries of ``ts``."""
-    return jt.concat([t.reshape(-1) for t in ts])
-
-
-def l2_reg(params):
-    """Sum of squares over an iterable of Vars."""
-    total = None
-    for p in params:
-        term = (p * p).sum()
-        total = term if total is None else total + term
-    return total
-
-
 def stop_grads(grads):
     """Detached copies of ``grads`` (None kept); the FOA gradient callback."""
     return [g.detach() if g is not None else None for g in grads]
 
 
 # -- gradients -----------------------------------------------------------------------
-def grad_unused_zero(output, inputs, retain_graph=False):
-    """Gradients of ``output`` w.r.t. ``inputs``; unused inputs and NaN-containing
-    gradients become zeros (upstream compatibility; operators use
-    :func:`grads_with_zeros`, which keeps NaNs visible to the NaN guard)."""
-    grads = grads_with_zeros(output, inputs)
-    return [jt.where(jt.isnan(g), jt.zeros_like(g), g) for g in grads]
-
-
 def vjp(outputs, inputs, vectors):
     """Vector-Jacobian product: gradient of ``sum_j <outputs_j, vectors_j>``
     w.r.t. ``inputs`` (differentiable)."""
     return grads_with_zeros(list_tensor_matmul(outputs, vectors), inputs)
-
-
-def custom_grad(outputs, inputs, grad_outputs=None, retain_graph=False):
-    """Upstream name of :func:`vjp` (``grad_outputs`` defaults to ones)."""
-    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-    if grad_outputs is None:
-        grad_outputs = [jt.ones_like(o) for o in outputs]
-    return vjp(outputs, inputs, grad_outputs)
-
-
-def get_outer_gradients(outer_loss, params, hparams, retain_graph=True):
-    """``(grad_params F, grad_hparams F)``, zeros where unused."""
-    params, hparams = list(params), list(hparams)
-    grads = grads_with_zeros(outer_loss, params + hparams)
-    return grads[:len(params)], grads[len(params):]
 
 
 # -- gradient buffers (``var._custom_grad``) -------------------------------------------
@@ -122,11 +64,6 @@ def update_tensor_grads(variables, grads):
         grad = grad.detach()
         previous = getattr(var, "_custom_grad", None)
         var._custom_grad = grad if previous is None else previous + grad
-
-
-def update_grads(grads, model):
-    """Accumulate ``grads`` into the buffers of ``model.parameters()``."""
-    update_tensor_grads(list(model.parameters()), grads)
 
 
 def read_custom_grads(variables):
@@ -142,13 +79,6 @@ def clear_custom_grads(variables):
     for var in variables:
         if getattr(var, "_custom_grad", None) is not None:
             var._custom_grad = None
-
-
-def average_grad(model, n):
-    """Divide the stored gradients of ``model.parameters()`` by ``n``."""
-    for var in model.parameters():
-        if getattr(var, "_custom_grad", None) is not None:
-            var._custom_grad = var._custom_grad / n
 
 
 def apply_custom_grads(optimizer, variables):
@@ -185,22 +115,6 @@ def apply_custom_grads(optimizer, variables):
     return True
 
 
-def manual_update(optimizer, variables):
-    """Upstream name of :func:`apply_custom_grads` (now with the optimizer's rule)."""
-    apply_custom_grads(optimizer, variables)
-
-
-# -- models ----------------------------------------------------------------------------
-def require_model_grad(model):
-    for p in model.parameters():
-        p.start_grad()
-
-
-def stop_model_grad(model):
-    for p in model.parameters():
-        p.stop_grad()
-
-
 def copy_parameter_from_list(model, values):
     """Overwrite each trainable ``model.parameters()`` entry with a detached copy."""
     for p, value in zip(model.parameters(), values):
@@ -232,7 +146,7 @@ _CG_ALPHA_SRC = """
 _CG_BETA_SRC = """
     @alias(step, in0) @alias(rr, in1) @alias(rr_new, in2) @alias(eps2, in3)
     double rn = @rr_new(0);
-    bool below = rn < (double)@eps2(0) && !std::isnan(rn);
+    bool below = rn <= (double)@eps2(0) && !std::isnan(rn);
     bool active = @step(0) != 0 && !below;
     bool zero = @rr(0) == 0 && !std::isnan((double)@rr(0));
     @out0(0) = (active && !zero) ? @rr_new(0) / @rr(0) : 0;
@@ -287,10 +201,11 @@ def _cg_alpha(active, rr, pAp):
 
 def _cg_beta(step, rr, rr_new, eps2):
     """``(beta, active, rr)`` after a step: the direction weight, the running flag
-    (stop once ``rr_new < eps2``) and the residual norm² carried on."""
+    (stop once ``rr_new <= eps2``) and the residual norm² carried on."""
     if _scalar_kernels_enabled():
         return _scalar_kernel(_CG_BETA_SRC, [step, rr, rr_new, eps2], 3)
-    active = jt.logical_and(step != 0, jt.logical_not(_is_below(rr_new, eps2)))
+    below = jt.logical_and(rr_new <= eps2, jt.logical_not(jt.isnan(rr_new)))
+    active = jt.logical_and(step != 0, jt.logical_not(below))
     usable = jt.logical_and(active, jt.logical_not(_is_zero(rr)))
     beta = jt.ternary(usable, rr_new / jt.ternary(usable, rr, jt.ones_like(rr)),
                       jt.zeros_like(rr))
@@ -308,8 +223,11 @@ def cg_step(Ax, b, max_iter=100, epsilon=1e-5, check_every=HOST_CHECK_EVERY):
     """Conjugate gradient for ``A x = b`` on list-structured vectors.
 
     ``A`` (given as the map ``Ax``) must be symmetric positive definite. Stops
-    after ``max_iter`` iterations or once ``||r|| < epsilon``; returns the latest
-    iterate. A vanishing curvature ``<p, Ap> = 0`` stops the iteration.
+    after ``max_iter`` iterations or once ``||r|| <= epsilon * ||b||`` (a relative
+    rule, as scipy's ``cg`` and jaxopt's ``solve_cg``: the same ``epsilon`` works
+    whatever the scale of ``b``); returns the latest iterate. A vanishing curvature
+    ``<p, Ap> = 0`` stops the iteration. An absolute tolerance ``t`` (``||r|| < t``,
+    the upstream rule) corresponds to ``epsilon = t / ||b||``.
 
     The stopping rules are applied on the device: once one fires, the step sizes
     become 0 and the iterate stays as it was, so the result equals the
@@ -323,7 +241,10 @@ def cg_step(Ax, b, max_iter=100, epsilon=1e-5, check_every=HOST_CHECK_EVERY):
     r = [bi.detach() for bi in b]
     p = list(r)
     rr = list_tensor_matmul(r, r)
-    eps2 = jt.full((1,), float(epsilon) ** 2 if epsilon > 0 else -1.0, rr.dtype)
+    if epsilon > 0:
+        eps2 = rr.reshape(1) * (float(epsilon) ** 2)   # (epsilon ||b||)², on the device
+    else:
+        eps2 = jt.full((1,), -1.0, rr.dtype)
     # the initial test; a NaN residual keeps iterating so NaNs reach the caller's guard
     _, active, _ = _cg_beta(jt.ones_like(rr), rr, rr, eps2)
     host_checks = epsilon > 0 and check_every and check_every > 0
@@ -365,35 +286,3 @@ def neumann_series(apply_map, b, k, tol=1e-10, check_every=HOST_CHECK_EVERY):
             live = _ns_live(live, sumsq, tol2)
             term = [t * live.cast(t.dtype) for t in term]   # 0 from now on: M 0 = 0
     return total
-
-
-def _fixed_point_vjps(params, hparams, lower_loss, lr):
-    """Return ``(Phi, inner_grads)`` for ``Phi(y) = y - lr * grad_y lower_loss``."""
-    inner = grads_with_zeros(lower_loss, params)
-    phi = [p - g * lr for p, g in zip(params, inner)]
-    return phi, inner
-
-
-def conjugate_gradient(params, hparams, upper_loss, lower_loss, K, lr, tol=1e-10):
-    """Implicit hyper-gradient by CG: ``c + VJP(Phi, hparams, v)`` with
-    ``(I - dPhi/dy) v = grad_y F`` solved by :func:`cg_step` (``Phi(y) = y - lr *
-    grad_y f``). Returns the list aligned with ``hparams``."""
-    phi, _ = _fixed_point_vjps(params, hparams, lower_loss, lr)
-    b, c = get_outer_gradients(upper_loss, params, hparams)
-
-    def A(u):
-        jvp = vjp(phi, params, u)
-        return [ui - ji for ui, ji in zip(u, jvp)]
-
-    v = cg_step(A, b, max_iter=K, epsilon=tol)
-    correction = vjp(phi, hparams, v)
-    return [ci + gi for ci, gi in zip(c, correction)]
-
-
-def neumann(params, hparams, upper_loss, lower_loss, k, lr, tol=1e-10):
-    """Implicit hyper-gradient by a k-term Neumann series of ``(I - dPhi/dy)^-1``."""
-    phi, _ = _fixed_point_vjps(params, hparams, lower_loss, lr)
-    b, c = get_outer_gradients(upper_loss, params, hparams)
-    g = neumann_series(lambda u: vjp(phi, params, u), b, k, tol)
-    correction = vjp(phi, hparams, g)
-    return [ci + gi for ci, gi in zip(c, correction)]
