@@ -15,10 +15,11 @@ from .gm_ol.sequential_ds import makes_functional_dynamical_system
 from .losses import load_loss_function, load_losses
 from .na_ol.sequential_hg import makes_functional_na_operation
 from .operation_registry import get_registered_operation
+from .plan import build_plan
 from .state import (clone_tree, load_optimizer_state, optimizer_state, restore_vars,
                     snapshot_vars, to_numpy_tree, to_var_tree)
 from .utils.op_utils import (apply_custom_grads, clear_custom_grads, copy_parameter_from_list,
-                             read_custom_grads)
+                             read_custom_grads, update_tensor_grads)
 
 __all__ = ["Problem", "_load_loss_function"]
 
@@ -83,7 +84,8 @@ class Problem:
         self._track_opt_traj = False
         selected = [self._fo_op] if self._fo_op else gm_ops + self._na_op
         self._operator_classes = [get_registered_operation(n) for n in selected]
-        # DM updates the LL variables itself; IAD's model holds meta-parameters.
+        # single-loop solvers update the LL variables themselves; a model holding
+        # meta-parameters must keep them
         self._copy_last_param = cfg["copy_last_param"] and not any(
             getattr(c, "keeps_lower_model", False) for c in self._operator_classes)
         self._apply_device(cfg["device"])
@@ -94,6 +96,9 @@ class Problem:
             # ranks must start from the same point; later steps keep them equal
             with distributed.watchdog(cfg["mpi_timeout"]):
                 distributed.broadcast_vars(self._tracked_vars(), root=0)
+        self._plan = None if self._fo_op else build_plan(
+            cfg, self._operator_classes, self._ll_loss,
+            reduce=distributed.data_parallel_reduction(cfg))
 
     # -- set-up --------------------------------------------------------------------------
     @staticmethod
@@ -121,7 +126,7 @@ class Problem:
     def _operator_kwargs(self):
         return dict(ll_objective=self._ll_loss, ul_objective=self._ul_loss,
                     ll_model=self._ll_model, ul_model=self._ul_model,
-                    solver_config=self.boat_configs)
+                    solver_config=self.boat_configs, plan=self._plan)
 
     def build_ll_solver(self, *unused):
         """Build the lower-level solver (GM chain, or the FO operator). Returns self."""
@@ -133,15 +138,15 @@ class Problem:
         self.check_status()
         self._ll_solver = makes_functional_dynamical_system(
             custom_order=self._gm_op, lower_loop=self._lower_loop, **self._operator_kwargs())
-        if "DI" in self._gm_op:
-            lr = self.boat_configs["DI"]["lr"]
+        if self._plan.learn_init:
+            lr = self._plan.init_lr
             if lr is None:
                 lr = self._upper_opt.lr
             self._lower_init_opt = type(self._upper_opt)(self._ll_var, lr=float(lr))
         return self
 
     def build_ul_solver(self, *unused):
-        """Build the hyper-gradient chain (none for FO operators or DM). Returns self."""
+        """Build the hyper-gradient chain (none for single-loop solvers). Returns self."""
         if self._fo_op is not None or any(getattr(c, "computes_upper_gradient", False)
                                            for c in self._operator_classes):
             self._ul_solver = None
@@ -189,18 +194,19 @@ class Problem:
         cfg = self.boat_configs
         clear_custom_grads(self._ul_var)
         clear_custom_grads(self._ll_var)
-        records, step_losses, upper_losses = [], [], []
+        records, step_losses = [], []
         start = time.perf_counter()
         if self._parallel == "data":   # every rank must run the same collectives
             distributed.check_same_on_all_ranks(len(pairs), "number of tasks per iteration")
         if self._fo_op is not None:
             for ll_fd, ul_fd in pairs:
-                records.append(self._fo_op_solver.optimize(ll_fd, ul_fd, current_iter))
+                grads = self._fo_op_solver.optimize(ll_fd, ul_fd, current_iter)
+                records.append(self._write_gradients(grads))
         else:
             for task, (ll_fd, ul_fd) in enumerate(pairs):
                 losses = []
                 step_losses.append(losses)
-                records.extend(self._run_task(ll_fd, ul_fd, current_iter, losses, upper_losses,
+                records.extend(self._run_task(ll_fd, ul_fd, current_iter, losses,
                                               copy_last=self._copy_last_param and not batched))
                 if self._parallel == "data" and len(pairs) > 1:
                     # run this task's collectives now: the next task's must come after
@@ -370,31 +376,44 @@ class Problem:
                               f"feeds; pass one pair per task (at least one).")
         return list(zip(ll_feed_dict, ul_feed_dict))
 
-    def _run_task(self, ll_feed_dict, ul_feed_dict, current_iter, step_losses, upper_losses,
-                  copy_last):
+    def _run_task(self, ll_feed_dict, ul_feed_dict, current_iter, step_losses, copy_last):
+        solver = self._ll_solver
         with higher_jit.innerloop_ctx(self._ll_model, self._lower_opt,
                                       copy_initial_weights=False,
                                       track_higher_grads=self._track_opt_traj) as (aux_model, aux_opt):
             if self._parallel == "data":   # full-data step gradients, differentiably
                 aux_opt.gradient_reduction = distributed.mean_across_ranks
-            dynamic = self._ll_solver.optimize(ll_feed_dict=ll_feed_dict,
-                                               ul_feed_dict=ul_feed_dict,
-                                               auxiliary_model=aux_model,
-                                               auxiliary_opt=aux_opt,
-                                               current_iter=current_iter,
-                                               step_losses=step_losses,
-                                               upper_losses=upper_losses)
-            records = list(dynamic)
-            if self._ul_solver is None and upper_losses:   # DM: its own UL gradient
-                records.append({"upper_loss": upper_losses[-1]})
-            if self._ul_solver is not None:
-                max_loss_iter = next(iter(dynamic[0].values()))
-                records.extend(self._ul_solver.compute_gradients(
-                    ll_feed_dict=ll_feed_dict, ul_feed_dict=ul_feed_dict,
-                    auxiliary_model=aux_model, max_loss_iter=max_loss_iter))
+            trajectory = solver.run(ll_feed_dict, ul_feed_dict, aux_model, aux_opt,
+                                    step_losses=step_losses)
+            key = f"dynamic_results_{len(solver.gradient_instances) - 1}"
+            records = [{key: -1 if trajectory is None else trajectory.record}]
+            if self._ul_solver is None:   # a single-loop solver: its own UL gradient
+                weights = None if trajectory is None else trajectory.params()
+                grads = solver.gradient_instances[-1].optimize(
+                    ll_feed_dict, ul_feed_dict, current_iter, weights=weights,
+                    step_losses=step_losses)
+                records.append(self._write_gradients(grads))
+            else:
+                grads = self._ul_solver.hypergradient(trajectory, ll_feed_dict, ul_feed_dict)
+                record = self._write_gradients(grads)
+                record["hyper_gradient_finished"] = True
+                records.append({"gradient_operator_results": record})
             if copy_last:
                 copy_parameter_from_list(self._ll_model, aux_model.parameters(time=-1))
         return records
+
+    def _write_gradients(self, grads):
+        """Add :class:`jboat.plan.HyperGrads` to the buffers (UL, and the LL variables'
+        under a learned initialisation); set a solver-owned UL learning rate. Returns
+        the record ``{"upper_loss": ...}``."""
+        update_tensor_grads(self._ul_var, grads.upper)
+        if grads.initial:
+            update_tensor_grads([var for var, _ in grads.initial], [g for _, g in grads.initial])
+        if grads.upper_lr is not None:
+            for group in self._upper_opt.param_groups:
+                group["lr"] = grads.upper_lr
+        loss = grads.upper_loss
+        return {"upper_loss": loss.detach() if isinstance(loss, jt.Var) else loss}
 
     # -- losses ----------------------------------------------------------------------------------
     def _tracks_losses(self):

@@ -2,8 +2,12 @@
 
 Every operator class is registered under its ``__name__`` by :func:`register_class`.
 A class states its *role* (``"gm"``, ``"na"`` or ``"fo"``) as a class attribute;
-base classes have no role. The execution-order groups of the two chains live in
-:class:`DynamicalSystemRules` and :class:`HyperGradientRules`.
+base classes have no role. Everything else the registry needs is read from class
+attributes too (see :class:`jboat.base.OperatorSpec`): the execution order of the two
+chains (``chain_stage``), the valid shapes of an na chain (``na_stage``,
+``retargets``/``accepts_retarget``), which gm operators run the inner loop
+(``gm_terminal``, ``runs_inner_loop``) and pairs that exclude each other
+(``excludes``). An operator registered by a user takes part like a built-in one.
 """
 
 import difflib
@@ -68,77 +72,111 @@ def lookup_operator(name, role):
 
 
 class _OrderRules:
-    _gradient_order = []
+    role = None
+    _override = None
 
     @classmethod
     def get_gradient_order(cls):
-        """The execution-order groups: a list of lists of operator names."""
-        return [list(group) for group in cls._gradient_order]
+        """The execution-order groups (lists of names), derived from the registered
+        classes' ``chain_stage`` unless :meth:`set_gradient_order` replaced them."""
+        if cls._override is not None:
+            return [list(group) for group in cls._override]
+        staged = sorted((Operation_REGISTRY[n].chain_stage, n) for n in operators_by_role(cls.role))
+        groups = {}
+        for (group, _), name in staged:
+            groups.setdefault(group, []).append(name)
+        return [groups[g] for g in sorted(groups)]
 
     @classmethod
     def set_gradient_order(cls, new_order):
-        """Replace the groups (affects solvers built afterwards only)."""
-        if not isinstance(new_order, list) or not all(isinstance(g, list) for g in new_order):
+        """Replace the groups (affects solvers built afterwards only); None restores
+        the derived order."""
+        if new_order is not None and (not isinstance(new_order, list) or not all(
+                isinstance(g, list) for g in new_order)):
             raise ValueError("Gradient order must be a list of lists.")
-        cls._gradient_order = [list(group) for group in new_order]
+        cls._override = None if new_order is None else [list(g) for g in new_order]
 
 
 class DynamicalSystemRules(_OrderRules):
-    """Execution-order groups of the lower-level (GM) chain."""
-    _gradient_order = [["GDA", "DI"], ["NGD", "DM"]]
+    """Execution-order groups of the lower-level (gm) chain."""
+    role = "gm"
 
 
 class HyperGradientRules(_OrderRules):
-    """Execution-order groups of the hyper-gradient (NA) chain."""
-    _gradient_order = [["PTT", "FOA", "RGT"], ["IAD", "RAD", "FD", "IGA"], ["CG", "NS"]]
+    """Execution-order groups of the hyper-gradient (na) chain."""
+    role = "na"
 
 
 def validate_and_adjust_order(custom_order, gradient_order):
     """Order ``custom_order`` by the groups of ``gradient_order``.
 
-    Names found in no group are dropped; duplicates collapse; the result follows
-    the groups first-to-last and, inside a group, left-to-right.
+    Duplicates collapse; the result follows the groups first-to-last and, inside a
+    group, left-to-right. A name found in no group raises ``UnknownOperatorError``.
     """
+    known = {name for group in gradient_order for name in group}
+    missing = [name for name in custom_order if name not in known]
+    if missing:
+        raise UnknownOperatorError(
+            f"{', '.join(map(str, missing))} not found in the execution order "
+            f"{gradient_order}; register the operator with a role (and chain_stage), or "
+            f"add it to the order with set_gradient_order.")
     wanted = set(custom_order)
     return [name for group in gradient_order for name in group if name in wanted]
 
 
 def _terminal_choices():
-    """Valid terminal parts of an NA chain, derived from the registered classes."""
-    cores = [n for n in operators_by_role("na")
-             if Operation_REGISTRY[n].na_stage != "pre"]
-    chains = [(n,) for n in cores]
-    for n in cores:
-        for prefix in Operation_REGISTRY[n].accepts_prefix:
-            chains.append((prefix, n))
+    """Valid terminal parts of an na chain, derived from the registered classes."""
+    names = [n for group in HyperGradientRules.get_gradient_order() for n in group]
+    cores = [n for n in names if Operation_REGISTRY[n].na_stage != "pre"]
+    chains = [(n,) for n in sorted(cores)]
+    chains += [(a, b) for a in cores if Operation_REGISTRY[a].retargets
+               for b in cores if Operation_REGISTRY[b].accepts_retarget]
     return chains
 
 
 def check_combination(config, classes):
-    """Refuse invalid operator combinations (api.md §2.7) with a message naming the fix.
+    """Refuse invalid operator combinations with a message naming the fix.
 
-    Structural rules of the NA chain are checked here; each selected class then
-    checks its own requirements through its ``check_combination(config)``.
+    Structural rules are checked here; each selected class then checks its own
+    requirements through its ``check_combination(config)``.
     """
     from .errors import ConfigError
 
     if config.get("fo_op") is None:
         gm_ops, na_ops = config["gm_op"], config["na_op"]
+        runners = [n for n in operators_by_role("gm")
+                   if getattr(Operation_REGISTRY[n], "runs_inner_loop", False)]
         if not any(Operation_REGISTRY[n].gm_terminal for n in gm_ops):
             finals = [n for n in operators_by_role("gm") if Operation_REGISTRY[n].gm_terminal]
             raise ConfigError(
                 f"gm_op {gm_ops} has no operator that runs the lower-level loop; add one "
-                f"of {', '.join(finals)} (e.g. gm_op: {gm_ops + ['NGD']}).")
+                f"of {', '.join(finals)} (e.g. gm_op: {gm_ops + (runners or finals)[:1]}).")
+        if not any(n in runners for n in gm_ops):
+            for name in na_ops:
+                if Operation_REGISTRY[name].na_stage == "pre":
+                    raise ConfigError(
+                        f"{name} acts on the recorded lower-level loop, which gm_op "
+                        f"{gm_ops} does not run; add one of {', '.join(runners)} to gm_op "
+                        f"or remove {name} from na_op.")
         order = validate_and_adjust_order(na_ops, HyperGradientRules.get_gradient_order())
         core = tuple(n for n in order if Operation_REGISTRY[n].na_stage != "pre")
         choices = _terminal_choices()
         if core not in choices:
             text = ", ".join("+".join(c) for c in choices)
+            pre = [n for group in HyperGradientRules.get_gradient_order() for n in group
+                   if Operation_REGISTRY[n].na_stage == "pre"]
             if not core:
                 problem = "has only pre-operators, which need a terminal one after them"
             else:
                 problem = f"has the terminal part {'+'.join(core)}, which is not a valid chain"
             raise ConfigError(f"na_op {na_ops} {problem}; pick exactly one of {text} "
-                              f"(optionally with PTT, FOA, RGT in front).")
+                              f"(optionally with {', '.join(pre)} in front).")
+    for cls in classes:
+        for attribute, reason in getattr(cls, "excludes", {}).items():
+            for other in classes:
+                if other is not cls and getattr(other, attribute, False):
+                    raise ConfigError(f"{cls.__name__} and {other.__name__} cannot be "
+                                      f"combined: {reason.format(other=other.__name__)}. "
+                                      f"Remove one of them.")
     for cls in classes:
         cls.check_combination(config)

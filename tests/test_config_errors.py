@@ -147,7 +147,10 @@ def test_registry_lookup_error_lists_names():
     with pytest.raises(ValueError, match="Class 'Nope' is not registered. Registered classes: .*NGD"):
         jboat.get_registered_operation("Nope")
     from jboat.operation_registry import HyperGradientRules, validate_and_adjust_order
-    assert validate_and_adjust_order(["op1", "op3", "op2", "op1", "x"],
+    assert validate_and_adjust_order(["op1", "op3", "op2", "op1"],
                                      [["op1", "op2"], ["op3"]]) == ["op1", "op2", "op3"]
+    # a name in no group is an error, not silently dropped
+    with pytest.raises(UnknownOperatorError, match="x not found in the execution order"):
+        validate_and_adjust_order(["op1", "x"], [["op1", "op2"], ["op3"]])
     with pytest.raises(ValueError, match="list of lists"):
         HyperGradientRules.set_gradient_order(["PTT"])

@@ -1,14 +1,15 @@
 """Shared machinery of the first-order (FO) operators.
 
 FO operators run their own lower-level (LL) updates on the real LL variables and
-add the upper-level (UL) gradient to the UL buffers; :class:`jboat.Problem` then
-takes the UL step with the user's optimizer (operators.md §3).
+return the upper-level (UL) gradient (:class:`jboat.plan.HyperGrads`);
+:class:`jboat.Problem` writes it into the UL buffers and takes the UL step with the
+user's optimizer (the single-loop protocol of :class:`jboat.base.SingleLoopSolver`).
 
-Auxiliary copies of the LL model (VSO's ``y``, VFO's and PGDO's ``ŷ``, MESO's
-``θ``) are *value snapshots*, not deep copies of the module: a list of fresh
+Auxiliary copies of the LL variables (``y``, ``ŷ``, ``θ`` in the operators'
+formulas) are *value snapshots*, not deep copies of the module: a list of fresh
 leaf Vars aligned with ``ll_var`` (``v.detach()`` of each entry). The LL loss is
 evaluated at such a list through a patched, side-effect-free view of the LL model
-(:func:`jboat.higher_jit.monkeypatch`), called with ``params=`` the full parameter
+(:func:`jboat.higher_jit.functional_view`), called with ``params=`` the full parameter
 list in which the ``ll_var`` entries are replaced by the snapshot. This avoids
 ``copy.deepcopy`` of Jittor modules (which copies data loaders, hooks and
 buffers, and breaks on modules holding non-copyable state); a snapshot costs
@@ -21,13 +22,13 @@ import inspect
 
 import jittor as jt
 
+from ..base import SingleLoopSolver
 from ..errors import ConfigError, ConfigTypeError
-from ..gm_ol.dynamical_system import DynamicalSystem
-from ..higher_jit import monkeypatch
-from ..higher_jit.utils import grads_with_zeros
+from ..higher_jit import functional_view
 from ..options import Option, resolve_section
-from ..utils.op_utils import (apply_custom_grads, clear_custom_grads, list_tensor_matmul,
-                              update_tensor_grads)
+from ..plan import HyperGrads
+from ..utils.op_utils import (apply_custom_grads, clear_custom_grads, grads_with_zeros,
+                              list_tensor_matmul, update_tensor_grads)
 
 __all__ = ["FirstOrderOperator", "OptionalFloat", "FloatOrBool", "snapshot", "sgd_update",
            "squared_norm", "assign_values", "lower_optimizer_step", "state_vars",
@@ -89,8 +90,8 @@ def assign_values(variables, values):
 def lower_optimizer_step(optimizer, ll_var, grads):
     """Apply ``optimizer`` with its own rule to ``ll_var`` along exactly ``grads``.
 
-    The LL buffers are cleared first so that no stale gradient leaks into the step
-    (operators.md §3), then cleared again by :func:`apply_custom_grads`.
+    The LL buffers are cleared first so that no stale gradient leaks into the step,
+    then cleared again by :func:`apply_custom_grads`.
     """
     clear_custom_grads(ll_var)
     update_tensor_grads(ll_var, grads)
@@ -103,17 +104,11 @@ def state_vars(values):
 
 
 # -- the base class ---------------------------------------------------------------------------
-class FirstOrderOperator(DynamicalSystem):
+class FirstOrderOperator(SingleLoopSolver):
     """Base of the FO operators (not registered; each subclass sets ``role = "fo"``).
 
-    Args:
-        ll_objective: ``f(feed, upper_model, lower_model, **kw) -> scalar Var``.
-        lower_loop: ``K`` (``lower_iters``).
-        ul_model, ll_model: the UL/LL ``jittor.Module``.
-        ul_objective: ``F(feed, upper_model, lower_model, **kw) -> scalar Var``.
-        ll_var, ul_var: the LL variables ``y`` and UL variables ``x`` (lists of Var).
-        solver_config: the normalised solver config; ``solver_config[<section>]``
-            holds this operator's validated options.
+    Arguments as :class:`jboat.base.SingleLoopSolver`; ``solver_config[<section>]``
+    holds this operator's validated options.
 
     Attributes:
         settings: the operator's validated option dict (defaults filled in).
@@ -124,22 +119,15 @@ class FirstOrderOperator(DynamicalSystem):
     #: whether the operator evaluates the LL loss at snapshots of ``ll_var``
     uses_snapshots = True
 
-    def __init__(self, ll_objective, lower_loop, ul_model, ul_objective, ll_model, ll_var,
-                 ul_var, solver_config, **kwargs):
-        super().__init__(ll_objective=ll_objective, ul_objective=ul_objective,
-                         lower_loop=lower_loop, ul_model=ul_model, ll_model=ll_model,
-                         solver_config=solver_config)
-        self.ll_var = list(ll_var)
-        self.ul_var = list(ul_var)
-        self.ll_opt = solver_config["lower_level_opt"]
+    def __init__(self, ll_objective, ul_objective, ll_model, ul_model, solver_config,
+                 **kwargs):
+        super().__init__(ll_objective, ul_objective, ll_model, ul_model, solver_config,
+                         **kwargs)
         self.settings = self._settings(solver_config)
         self._view = None
         if self.uses_snapshots:
-            self._view = monkeypatch(ll_model, copy_initial_weights=True,
-                                     track_higher_grads=False)
-            # every call passes params=; hold the real parameters, not a copy
-            self._view.reset_initial_params(list(ll_model.parameters()))
             self._check_lower_vars(ll_model, self.ll_var)
+            self._view = functional_view(ll_model)
             index = {id(p): i for i, p in enumerate(ll_model.parameters())}
             self._slot_of_ll = [index[id(v)] for v in self.ll_var]
             self._model_params = list(ll_model.parameters())
@@ -200,19 +188,12 @@ class FirstOrderOperator(DynamicalSystem):
         """One LL-optimizer step on the real LL variables along ``grads``."""
         lower_optimizer_step(self.ll_opt, self.ll_var, grads)
 
-    def add_upper_gradient(self, grads):
-        update_tensor_grads(self.ul_var, grads)
-
     @staticmethod
-    def result(upper_loss):
-        """The operator's record; a Var stays on the device (``Problem`` reads the
-        iteration's scalars at once and stores floats)."""
-        if isinstance(upper_loss, jt.Var):
-            return {"upper_loss": upper_loss.detach()}
-        return {"upper_loss": float(upper_loss)}
-
-    def optimize(self, ll_feed_dict, ul_feed_dict, current_iter):
-        raise NotImplementedError("Subclasses implement optimize().")
+    def result(upper_loss, upper_grads):
+        """The operator's :class:`HyperGrads`; a Var loss stays on the device
+        (``Problem`` reads the iteration's scalars at once and stores floats)."""
+        loss = upper_loss.detach() if isinstance(upper_loss, jt.Var) else float(upper_loss)
+        return HyperGrads(loss, list(upper_grads))
 
 
 def call_projection(projection, values):

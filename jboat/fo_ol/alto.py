@@ -1,6 +1,6 @@
 """ALTO: alternating optimization (one LL step, then the partial UL gradient)."""
 
-from ..higher_jit.utils import grads_with_zeros
+from ..utils.op_utils import grads_with_zeros
 from ..operation_registry import register_class
 from ._common import FirstOrderOperator
 
@@ -27,8 +27,7 @@ class ALTO(FirstOrderOperator):
     role = "fo"
     uses_snapshots = False
 
-    def optimize(self, ll_feed_dict, ul_feed_dict, current_iter):
+    def optimize(self, ll_feed_dict, ul_feed_dict, current_iter, weights=None, step_losses=None):
         self.lower_step(grads_with_zeros(self.lower_loss(ll_feed_dict), self.ll_var))
         upper = self.upper_loss(ul_feed_dict)
-        self.add_upper_gradient(grads_with_zeros(upper, self.ul_var))
-        return self.result(upper)
+        return self.result(upper, grads_with_zeros(upper, self.ul_var))

@@ -1,7 +1,7 @@
 """GAFFO: gap-function-based first-order method."""
 
 from ..errors import ConfigError
-from ..higher_jit.utils import grads_with_zeros
+from ..utils.op_utils import grads_with_zeros
 from ..operation_registry import register_class
 from ..options import Option
 from ._common import (FirstOrderOperator, OptionalFloat, assign_values, call_projection,
@@ -108,7 +108,7 @@ class GAFFO(FirstOrderOperator):
         if projection is not None:
             assign_values(self.ll_var, call_projection(projection, self.ll_var))
 
-    def optimize(self, ll_feed_dict, ul_feed_dict, current_iter):
+    def optimize(self, ll_feed_dict, ul_feed_dict, current_iter, weights=None, step_losses=None):
         s = self.settings
         projection = s["projection"]
         if s["sync_lower_from_upper"]:
@@ -132,5 +132,4 @@ class GAFFO(FirstOrderOperator):
         direction = gap_direction(risk, probe, base, s["lambda"])
         if s["maximize"]:
             direction = [-d for d in direction]
-        self.add_upper_gradient(direction)
-        return self.result(upper)
+        return self.result(upper, direction)

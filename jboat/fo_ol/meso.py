@@ -1,6 +1,6 @@
 """MESO: Moreau-envelope-based single-loop method (MEHA)."""
 
-from ..higher_jit.utils import grads_with_zeros
+from ..utils.op_utils import grads_with_zeros
 from ..operation_registry import register_class
 from ..options import Option
 from ._common import FirstOrderOperator, snapshot, squared_norm, state_vars
@@ -60,10 +60,8 @@ class MESO(FirstOrderOperator):
         Option("y_hat_lr", "float", 0.01, low=0.0, doc="unused (kept for old configs)"),
     )
 
-    def __init__(self, ll_objective, lower_loop, ul_model, ul_objective, ll_model, ll_var,
-                 ul_var, solver_config, **kwargs):
-        super().__init__(ll_objective, lower_loop, ul_model, ul_objective, ll_model, ll_var,
-                         ul_var, solver_config)
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         self.theta = snapshot(self.ll_var)
 
     def state_dict(self):
@@ -72,7 +70,7 @@ class MESO(FirstOrderOperator):
     def load_state_dict(self, state):
         self.theta = state_vars(state["theta"])
 
-    def optimize(self, ll_feed_dict, ul_feed_dict, current_iter):
+    def optimize(self, ll_feed_dict, ul_feed_dict, current_iter, weights=None, step_losses=None):
         s = self.settings
         c_k = penalty_parameter(s["c0"], current_iter)
         gamma = s["gamma_1"]
@@ -87,5 +85,4 @@ class MESO(FirstOrderOperator):
 
         objective_x = (self.upper_loss(ul_feed_dict) / c_k + self.lower_loss(ll_feed_dict)
                        - self.lower_loss(ll_feed_dict, self.theta))
-        self.add_upper_gradient(grads_with_zeros(objective_x, self.ul_var))
-        return self.result(objective_x)
+        return self.result(objective_x, grads_with_zeros(objective_x, self.ul_var))

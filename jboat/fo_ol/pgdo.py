@@ -1,6 +1,6 @@
 """PGDO: penalty-based bilevel gradient descent."""
 
-from ..higher_jit.utils import grads_with_zeros
+from ..utils.op_utils import grads_with_zeros
 from ..operation_registry import register_class
 from ..options import Option
 from ._common import FirstOrderOperator, snapshot, squared_norm, state_vars
@@ -67,10 +67,8 @@ class PGDO(FirstOrderOperator):
                doc="value-function gap f(x,y) − f(x,ŷ), or ||∇_y f(x,y)||²"),
     )
 
-    def __init__(self, ll_objective, lower_loop, ul_model, ul_objective, ll_model, ll_var,
-                 ul_var, solver_config, **kwargs):
-        super().__init__(ll_objective, lower_loop, ul_model, ul_objective, ll_model, ll_var,
-                         ul_var, solver_config)
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         self.y_hat = snapshot(self.ll_var)
         self.gamma = float(self.settings["gamma_init"])
 
@@ -81,7 +79,7 @@ class PGDO(FirstOrderOperator):
         self.y_hat = state_vars(state["y_hat"])
         self.gamma = float(state["gamma"])
 
-    def optimize(self, ll_feed_dict, ul_feed_dict, current_iter):
+    def optimize(self, ll_feed_dict, ul_feed_dict, current_iter, weights=None, step_losses=None):
         s = self.settings
         omega, delta, gamma_max = penalty_schedule(self.gamma, s["gamma_init"], s["gamma_max"],
                                                    s["gamma_argmax_step"])
@@ -101,6 +99,5 @@ class PGDO(FirstOrderOperator):
         grads = grads_with_zeros(objective, self.ll_var + self.ul_var)
         n = len(self.ll_var)
         self.lower_step(grads[:n])
-        self.add_upper_gradient(grads[n:])
         self.gamma = min(self.gamma + delta, gamma_max)
-        return self.result(upper)
+        return self.result(upper, grads[n:])

@@ -2,7 +2,7 @@
 
 import jittor as jt
 
-from ..higher_jit.utils import grads_with_zeros
+from ..utils.op_utils import grads_with_zeros
 from ..operation_registry import register_class
 from ..options import Option
 from ..utils.op_utils import list_tensor_matmul
@@ -73,7 +73,7 @@ class VFO(FirstOrderOperator):
         Option("eta", "float", 0.5, low=0.0, doc="unused (BOME's η; kept for old configs)"),
     )
 
-    def optimize(self, ll_feed_dict, ul_feed_dict, current_iter):
+    def optimize(self, ll_feed_dict, ul_feed_dict, current_iter, weights=None, step_losses=None):
         y_hat = self.descend_snapshot(ll_feed_dict, snapshot(self.ll_var),
                                       self.settings["y_hat_lr"], self.lower_loop)
         targets = self.ll_var + self.ul_var
@@ -84,5 +84,4 @@ class VFO(FirstOrderOperator):
         _, direction = bome_direction(grad_F, grad_q, gap, self.settings["u1"])
         n = len(self.ll_var)
         self.lower_step(direction[:n])
-        self.add_upper_gradient(direction[n:])
-        return self.result(upper)
+        return self.result(upper, direction[n:])

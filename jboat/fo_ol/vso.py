@@ -1,6 +1,6 @@
 """VSO: value-function-based sequential (interior-point) method (BVFIM)."""
 
-from ..higher_jit.utils import grads_with_zeros
+from ..utils.op_utils import grads_with_zeros
 from ..operation_registry import register_class
 from ..options import Option
 from ._common import FirstOrderOperator, FloatOrBool, sgd_update, snapshot, squared_norm
@@ -70,7 +70,7 @@ class VSO(FirstOrderOperator):
                     doc="d = reg_decay·k + 1 divides the coefficients; true = 1.0"),
     )
 
-    def optimize(self, ll_feed_dict, ul_feed_dict, current_iter):
+    def optimize(self, ll_feed_dict, ul_feed_dict, current_iter, weights=None, step_losses=None):
         mu_z, mu_y, mu_b = vso_schedule(self.settings, current_iter)
         for _ in range(self.settings["z_loop"]):
             regularised = self.lower_loss(ll_feed_dict) + mu_z * squared_norm(self.ll_var)
@@ -96,5 +96,4 @@ class VSO(FirstOrderOperator):
         upper = self.upper_loss(ul_feed_dict, y)
         # ∇_x[F(x,y) − μ_b log(sg(f(x,y)) + V(x) − f(x,y))] with y, z fixed
         slack = value_z - self.lower_loss(ll_feed_dict, y)
-        self.add_upper_gradient(grads_with_zeros(upper - slack * (mu_b / value_V), self.ul_var))
-        return self.result(upper)
+        return self.result(upper, grads_with_zeros(upper - slack * (mu_b / value_V), self.ul_var))

@@ -5,27 +5,27 @@ import collections
 import jittor as jt
 import numpy as np
 
+from ..base import SingleLoopSolver
 from ..errors import ConfigError
-from ..higher_jit.utils import grads_with_zeros
-from ..operation_registry import register_class
+from ..higher_jit import functional_view
+from ..operation_registry import Operation_REGISTRY, operators_by_role, register_class
 from ..options import Option
-from ..utils.objectives import StepObjective
-from ..utils.op_utils import (apply_custom_grads, clear_custom_grads, list_tensor_matmul,
-                              update_tensor_grads, vjp)
-from .dynamical_system import DynamicalSystem
+from ..plan import HyperGrads
+from ..utils.op_utils import (apply_custom_grads, clear_custom_grads, grads_with_zeros,
+                              list_tensor_matmul, update_tensor_grads, vjp)
 
 __all__ = ["DM", "DMSchedule", "DMDerivatives", "dm_schedule", "dm_derivatives",
            "multiplier_step", "STRATEGIES"]
 
-#: strategy -> (power of α in η, power of α in λ), used when GDA aggregates
+#: strategy -> (power of α in η, power of α in λ), used with an aggregated objective
 STRATEGIES = {"s1": (2, 7), "s2": (1, 5), "s3": (0, 3)}
 
-#: keeps the line-search denominator of the CG multiplier step away from zero
+#: keeps the line-search denominator of the multiplier step away from zero
 CG_EPSILON = 1e-12
 
 DMSchedule = collections.namedtuple("DMSchedule", "alpha eta lam")
 DMSchedule.__doc__ = """Step sizes of one DM call: aggregation weight ``alpha`` (None
-without GDA), multiplier step ``eta`` and UL learning rate ``lam``."""
+without aggregation), multiplier step ``eta`` and UL learning rate ``lam``."""
 
 DMDerivatives = collections.namedtuple("DMDerivatives", "g_y F_y F_x Hv Jv")
 DMDerivatives.__doc__ = """Derivatives at ``(x, y)``: ``g_y = ∇_y φ``, ``F_y = ∇_y F``,
@@ -34,9 +34,9 @@ its graph so that further Hessian-vector products can be taken)."""
 
 
 def dm_schedule(k, s, lam0, eta0, tau, p, mu0, strategy, aggregated):
-    """Step sizes of UL iteration ``k`` (0-based), operators.md §1.4 step 1.
+    """Step sizes of UL iteration ``k`` (0-based) (docs/operators.md, the DM row).
 
-    With aggregation (GDA): ``α = μ0 (k+1)^{-1/p}``, ``η = (k+1)^{-τ/2} α^a s`` and
+    With aggregation: ``α = μ0 (k+1)^{-1/p}``, ``η = (k+1)^{-τ/2} α^a s`` and
     ``λ = (k+1)^{-3τ/2} α^b s`` with ``(a, b) = (2, 7), (1, 5), (0, 3)`` for strategy
     ``s1, s2, s3``. Without: ``λ = λ0 (k+1)^{-τ} s`` and ``η = η0 (k+1)^{-τ/2} s``.
 
@@ -44,7 +44,7 @@ def dm_schedule(k, s, lam0, eta0, tau, p, mu0, strategy, aggregated):
         k: UL iteration counter.
         s: LL learning rate; lam0: the UL optimizer's constructor learning rate.
         tau, p, mu0, eta0, strategy: the DM options.
-        aggregated: whether GDA is in ``gm_op``.
+        aggregated: whether the step objective is aggregated.
 
     Returns:
         :class:`DMSchedule` of Python floats (no device work).
@@ -86,7 +86,7 @@ def multiplier_step(v, residual, eta=None, hessian_residual=None):
     Gradient mode (``eta`` given): ``v − η r``, a plain SGD step on
     ``½ vᵀHv − F_yᵀv``. Line-search mode (``hessian_residual = H r`` given):
     ``v − ρ r`` with ``ρ = ||r||² / (<r, Hr> + 1e-12)``, the exact minimiser of that
-    quadratic along ``−r`` (steepest descent, the CG variant of DM). Inner products
+    quadratic along ``−r`` (steepest descent). Inner products
     and norms are over the concatenation of all entries.
 
     Returns:
@@ -103,33 +103,40 @@ def multiplier_step(v, residual, eta=None, hessian_residual=None):
     return [(vi - ri * step).detach() for vi, ri in zip(v, residual)]
 
 
+def _with_attribute(role, attribute):
+    """Registered operators of ``role`` whose class sets ``attribute``, in chain order."""
+    return [n for n in operators_by_role(role) if getattr(Operation_REGISTRY[n], attribute, None)]
+
+
 @register_class
-class DM(DynamicalSystem):
+class DM(SingleLoopSolver):
     """Dual multiplier: one joint step of the LL variables, a multiplier ``v`` and
     the UL variables per UL iteration (single-loop bi-level averaged method of
     multipliers).
 
-    With ``k = current_iter``, ``ỹ`` the latest fast weights (``y_0`` when DM runs
-    alone, NGD's look-ahead ``y_1`` after ``[NGD, DM]``) taken as a fresh leaf, and
-    ``φ`` = ``gda_loss`` at ``α_k = μ0 (k+1)^{-1/p}`` (GDA present) or ``f``, all
-    derivatives at ``(x, ỹ)`` (partial derivatives):
+    With ``k = current_iter``, ``ỹ`` the LL weights it starts from (the real ones, or
+    the latest fast weights of an inner loop run before it) taken as a fresh leaf,
+    and ``φ`` the plan's step objective (aggregated at ``α_k = μ0 (k+1)^{-1/p}`` when
+    the plan aggregates, else ``f``), all derivatives at ``(x, ỹ)`` (partial
+    derivatives):
 
     * ``y ← LLopt(y, ∇_y φ)`` — the LL optimizer's own rule on the real LL variables;
-    * ``v ← v − η_k (∇²_yy φ v − ∇_y F)`` (``na_op: [RAD]``) or the exact line-search
-      step ``v ← v − ρ r``, ``ρ = ||r||²/<r, Hr>`` (``na_op: [CG]``);
-    * ``∇_x F − ∇²_xy φ v`` (old ``v``) is added to the UL buffers, and every UL
-      param-group lr is set to ``λ_k``, so ``Problem``'s UL step is
-      ``x ← ULopt(x, ·)`` with lr ``λ_k``.
+    * ``v ← v − η_k (∇²_yy φ v − ∇_y F)`` (the na operator's ``multiplier_rule`` is
+      ``"gradient"``) or the exact line-search step ``v ← v − ρ r``,
+      ``ρ = ||r||²/<r, Hr>`` (``"line-search"``);
+    * returns ``∇_x F − ∇²_xy φ v`` (old ``v``) with the UL learning rate ``λ_k``:
+      ``Problem`` sets it on every UL param group and takes the UL step
+      ``x ← ULopt(x, ·)``.
 
     Schedules (``s`` = LL lr, ``λ0`` = the UL optimizer's constructor lr, read once):
-    with GDA ``η, λ = (k+1)^{-τ/2} α^a s, (k+1)^{-3τ/2} α^b s`` with ``(a, b) =
-    (2, 7), (1, 5), (0, 3)`` for ``strategy`` s1/s2/s3; without GDA (only ``s1``)
+    aggregated, ``η, λ = (k+1)^{-τ/2} α^a s, (k+1)^{-3τ/2} α^b s`` with ``(a, b) =
+    (2, 7), (1, 5), (0, 3)`` for ``strategy`` s1/s2/s3; otherwise (only ``s1``)
     ``λ = λ0 (k+1)^{-τ} s``, ``η = η0 (k+1)^{-τ/2} s``. The strategy is re-read from
     ``self.strategy`` at every call (callers may switch it between iterations).
 
-    Requirements (checked at build time): last GM operator, ``na_op`` exactly
-    ``[RAD]`` or ``[CG]`` (selects the multiplier update; the NA chain is not run),
-    ``lower_iters == 1``, no DI. ``Problem`` does not copy fast weights back.
+    Requirements (checked at build time): last gm operator, ``na_op`` exactly one
+    operator with a ``multiplier_rule`` (the na chain is not run),
+    ``lower_iters == 1``. ``Problem`` does not copy fast weights back.
 
     Options (section ``DM``), defaults chosen so that the defaults are stable
     whenever the LL step itself is:
@@ -150,7 +157,9 @@ class DM(DynamicalSystem):
     optimization without lower-level strong convexity", ICML 2023.
     """
 
+    role = "gm"
     gm_terminal = True
+    chain_stage = (1, 1)
     computes_upper_gradient = True
     keeps_lower_model = True
     #: its own LL and multiplier updates are not averaged across ranks (data_parallel)
@@ -163,21 +172,24 @@ class DM(DynamicalSystem):
         Option("tau", "float", 0.0, low=0.0,
                doc="decay exponent of the step-size schedules"),
         Option("p", "float", 8.0, low=0.0, low_open=True,
-               doc="aggregation weight decay alpha_k = mu0 (k+1)^(-1/p) (with GDA)"),
+               doc="aggregation weight decay alpha_k = mu0 (k+1)^(-1/p) (aggregated objective)"),
         Option("mu0", "float", 0.9, low=0.0, low_open=True,
-               doc="initial aggregation weight (with GDA)"),
+               doc="initial aggregation weight (aggregated objective)"),
         Option("eta0", "float", 1.0, low=0.0, low_open=True,
-               doc="multiplier step factor eta = eta0 (k+1)^(-tau/2) s (without GDA)"),
+               doc="multiplier step factor eta = eta0 (k+1)^(-tau/2) s (plain objective)"),
         Option("strategy", "choice", "s1", choices=tuple(STRATEGIES),
-               doc="schedule powers with GDA: s1, s2 or s3 (only s1 without GDA)"),
+               doc="schedule powers when aggregated: s1, s2 or s3 (only s1 otherwise)"),
     )
 
     @classmethod
     def check_combination(cls, config):
         na_ops = list(config.get("na_op") or ())
-        if na_ops not in (["RAD"], ["CG"]):
-            raise ConfigError(f"DM needs na_op to be exactly [RAD] (gradient step of the "
-                              f"multiplier) or [CG] (line-search step), got {na_ops}; DM "
+        rules = _with_attribute("na", "multiplier_rule")
+        if len(na_ops) != 1 or na_ops[0] not in rules:
+            choices = " or ".join(
+                f"[{n}] ({Operation_REGISTRY[n].multiplier_rule} step of the multiplier)"
+                for n in sorted(rules, key=lambda n: Operation_REGISTRY[n].chain_stage))
+            raise ConfigError(f"DM needs na_op to be exactly {choices}, got {na_ops}; DM "
                               f"computes the UL gradient itself and runs no NA chain.")
         if config.get("lower_iters") != 1:
             raise ConfigError(f"DM is a single-loop method: set lower_iters: 1 (got "
@@ -186,12 +198,10 @@ class DM(DynamicalSystem):
             raise ConfigError("DM is a single-loop method on one problem and does not support "
                               "accumulate_grad (it would take one LL and multiplier step per "
                               "task); set accumulate_grad: false.")
-        gm_ops = config.get("gm_op") or ()
-        if "DI" in gm_ops:
-            raise ConfigError("DI cannot be combined with DM: DM computes its own UL "
-                              "gradient and produces no initialisation gradient. Remove DI.")
+        aggregated = any(getattr(Operation_REGISTRY[n], "aggregates_objective", False)
+                         for n in config.get("gm_op") or ())
         strategy = (config.get("DM") or {}).get("strategy", "s1")
-        cls._check_strategy(strategy, "GDA" in gm_ops)
+        cls._check_strategy(strategy, aggregated)
 
     @staticmethod
     def _check_strategy(strategy, aggregated):
@@ -199,13 +209,15 @@ class DM(DynamicalSystem):
             raise ConfigError(f"DM.strategy must be one of {', '.join(STRATEGIES)}, got "
                               f"{strategy!r}.")
         if not aggregated and strategy != "s1":
-            raise ConfigError(f"DM.strategy {strategy!r} only applies with GDA in gm_op; "
-                              f"without GDA use strategy: s1 (or add GDA).")
+            names = ", ".join(_with_attribute("gm", "aggregates_objective"))
+            raise ConfigError(f"DM.strategy {strategy!r} only applies with an aggregated "
+                              f"objective (gm_op {names}); without it use strategy: s1 (or "
+                              f"add {names}).")
 
-    def __init__(self, ll_objective, lower_loop, ul_model, ul_objective, ll_model,
-                 solver_config, **kwargs):
-        super().__init__(ll_objective, ul_objective, lower_loop, ul_model, ll_model,
-                         solver_config)
+    def __init__(self, ll_objective, ul_objective, ll_model, ul_model, solver_config,
+                 plan=None, **kwargs):
+        super().__init__(ll_objective, ul_objective, ll_model, ul_model, solver_config,
+                         plan=plan, **kwargs)
         section = solver_config["DM"]
         self.auxiliary_v_lr = section["auxiliary_v_lr"]
         self.tau = section["tau"]
@@ -213,14 +225,12 @@ class DM(DynamicalSystem):
         self.mu0 = section["mu0"]
         self.eta0 = section["eta0"]
         self.strategy = section["strategy"]
-        self.objective = StepObjective.from_config(ll_objective, solver_config)
-        self.line_search = list(solver_config.get("na_op") or ()) == ["CG"]
-        self.ll_var = list(solver_config["lower_level_var"])
-        self.ul_var = list(solver_config["upper_level_var"])
-        self.ll_opt = solver_config["lower_level_opt"]
-        self.ul_opt = solver_config["upper_level_opt"]
+        self.objective = plan.objective
+        rules = {getattr(Operation_REGISTRY[n], "multiplier_rule", None)
+                 for n in solver_config.get("na_op") or ()}
+        self.line_search = "line-search" in rules
         self.ll_lr = float(self.ll_opt.lr)
-        self.ul_lr0 = float(self.ul_opt.lr)
+        self.ul_lr0 = float(solver_config["upper_level_opt"].lr)
         index_of = {id(p): i for i, p in enumerate(ll_model.parameters())}
         missing = [i for i, var in enumerate(self.ll_var) if id(var) not in index_of]
         if missing:
@@ -228,6 +238,7 @@ class DM(DynamicalSystem):
                               f"lower_level_model (entries {missing} are not); use "
                               f"list(lower_level_model.parameters()).")
         self._ll_index = [index_of[id(var)] for var in self.ll_var]
+        self._view = functional_view(ll_model)
         self.auxiliary_v = [jt.zeros(var.shape, var.dtype) for var in self.ll_var]
         self.schedule = None
 
@@ -250,31 +261,25 @@ class DM(DynamicalSystem):
         self.auxiliary_v = [new.detach().cast(old.dtype)
                             for new, old in zip(values, self.auxiliary_v)]
 
-    def optimize(self, ll_feed_dict, ul_feed_dict, auxiliary_model, auxiliary_opt,
-                 current_iter, next_operation=None, **kwargs):
-        if next_operation is not None:
-            raise ConfigError(f"DM must be the last operator of gm_op (it is followed by "
-                              f"{next_operation}); restore the default gradient order.")
+    def optimize(self, ll_feed_dict, ul_feed_dict, current_iter, weights=None,
+                 step_losses=None):
         self._check_strategy(self.strategy, self.aggregated)
         schedule = dm_schedule(current_iter, self.ll_lr, self.ul_lr0, self.eta0, self.tau,
                                self.p, self.mu0, self.strategy, self.aggregated)
         self.schedule = schedule
 
-        # ỹ: the latest fast weights as fresh leaves (partial derivatives at (x, ỹ))
-        weights = [w if w.is_stop_grad() else w.detach() for w in auxiliary_model.parameters()]
+        # ỹ: the starting weights as fresh leaves (partial derivatives at (x, ỹ))
+        weights = list(self.ll_model.parameters()) if weights is None else weights
+        weights = [w if w.is_stop_grad() else w.detach() for w in weights]
         y = [weights[i] for i in self._ll_index]
         if self.aggregated:
             phi = self.objective.at_alpha(schedule.alpha, ll_feed_dict, ul_feed_dict,
-                                          self.ul_model, auxiliary_model, params=weights)
+                                          self.ul_model, self._view, params=weights)
         else:
-            phi = self.ll_objective(ll_feed_dict, self.ul_model, auxiliary_model,
-                                    params=weights)
-        upper_loss = self.ul_objective(ul_feed_dict, self.ul_model, auxiliary_model,
-                                       params=weights)
-        if kwargs.get("step_losses") is not None:
-            kwargs["step_losses"].append(phi.detach())
-        if kwargs.get("upper_losses") is not None:
-            kwargs["upper_losses"].append(upper_loss.detach())
+            phi = self.ll_objective(ll_feed_dict, self.ul_model, self._view, params=weights)
+        upper_loss = self.ul_objective(ul_feed_dict, self.ul_model, self._view, params=weights)
+        if step_losses is not None:
+            step_losses.append(phi.detach())
         v = self.auxiliary_v
         d = dm_derivatives(phi, upper_loss, y, self.ul_var, v)
         residual = [(hv - fy).detach() for hv, fy in zip(d.Hv, d.F_y)]
@@ -283,12 +288,10 @@ class DM(DynamicalSystem):
         else:
             new_v = multiplier_step(v, residual, eta=schedule.eta)
 
-        # every derivative is taken; now write: LL step, multiplier, UL gradient + lr
+        # every derivative is taken; now the LL step and the multiplier
         clear_custom_grads(self.ll_var)
         update_tensor_grads(self.ll_var, d.g_y)
         apply_custom_grads(self.ll_opt, self.ll_var)
         self.auxiliary_v = new_v
-        update_tensor_grads(self.ul_var, [fx - jv for fx, jv in zip(d.F_x, d.Jv)])
-        for group in self.ul_opt.param_groups:
-            group["lr"] = schedule.lam
-        return -1
+        return HyperGrads(upper_loss.detach(), [fx - jv for fx, jv in zip(d.F_x, d.Jv)],
+                          upper_lr=schedule.lam)

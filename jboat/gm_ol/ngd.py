@@ -2,24 +2,24 @@
 
 import jittor as jt
 
-from ..distributed import data_parallel_reduction
 from ..operation_registry import register_class
-from ..utils.objectives import StepObjective
+from ..plan import Trajectory
 from ..utils.op_utils import stop_grads
 from .dynamical_system import DynamicalSystem
 
-__all__ = ["NGD", "run_inner_loop"]
+__all__ = ["NGD", "run_inner_loop", "truncate_trajectory"]
 
 
 def run_inner_loop(objective, feeds, ul_model, aux_model, aux_opt, steps, first_step=0,
                    grad_callback=None, monitor=None, step_losses=None):
-    """Take ``steps`` differentiable LL steps from the latest fast weights.
+    """Take ``steps`` differentiable LL steps from the latest fast weights (and the
+    inner optimizer's current state): global steps ``first_step .. first_step+steps-1``.
 
     Args:
-        objective: a :class:`StepObjective` (``h_k``).
+        objective: a :class:`jboat.utils.objectives.StepObjective` (``h_k``).
         feeds: ``(ll_feed_dict, ul_feed_dict)``.
-        first_step: global index ``k`` of the first step (for GDA's ``α_k``).
-        grad_callback: applied to each step's gradients (``stop_grads`` for FOA).
+        first_step: global index ``k`` of the first step (for the weight ``α_k``).
+        grad_callback: applied to each step's gradients (``stop_grads``: first order).
         monitor: optional callable ``monitor(fast_weights) -> scalar Var``, evaluated
             without gradient after each step; the values are returned (not synced).
         step_losses: optional list; each step's objective value is appended
@@ -43,7 +43,7 @@ def run_inner_loop(objective, feeds, ul_model, aux_model, aux_opt, steps, first_
 
 def truncate_trajectory(objective, feeds, ul_model, aux_model, aux_opt, steps,
                         step_losses=None):
-    """Take ``steps`` LL steps that back-propagation will not see (RGT).
+    """Take ``steps`` LL steps that back-propagation will not see.
 
     The steps use the inner optimizer's rule (its state carries on), gradients are
     evaluated at each iterate, and nothing real is modified. The result ``y_T`` is
@@ -67,59 +67,46 @@ def truncate_trajectory(objective, feeds, ul_model, aux_model, aux_opt, steps,
 
 @register_class
 class NGD(DynamicalSystem):
-    """Naive gradient descent: ``K`` differentiable LL steps on the fast weights.
+    """Naive gradient descent: ``K`` differentiable LL steps on the fast weights,
+    run as the :class:`jboat.plan.InnerLoopPlan` says.
 
     Ref: Franceschi et al., "Bilevel programming for hyperparameter optimization and
     meta-learning", ICML 2018.
 
-    With RGT the first ``T`` steps are taken outside the recorded graph; with PTT
-    the UL loss is monitored along the trajectory and the 1-based index of its
-    (first) maximum is the result; with FOA every step gradient is a constant.
+    With ``plan.truncate = T`` the first ``T`` steps are taken outside the recorded
+    graph; with ``plan.select_worst`` the UL loss is monitored along the trajectory
+    and the 1-based index of its (first) maximum is selected; with
+    ``plan.first_order`` every step gradient is a constant.
     Memory: O(K·|y|) while the trajectory is tracked, O(|y|) otherwise.
     """
 
     gm_terminal = True
+    runs_inner_loop = True
+    chain_stage = (1, 0)
 
-    def __init__(self, ll_objective, ul_objective, ll_model, ul_model, lower_loop,
-                 solver_config, **kwargs):
-        super().__init__(ll_objective, ul_objective, lower_loop, ul_model, ll_model,
-                         solver_config)
-        na_ops = solver_config.get("na_op") or ()
-        self.truncate_iter = solver_config["RGT"]["truncate_iter"] if "RGT" in na_ops else 0
-        self.pessimistic = "PTT" in na_ops
-        self.first_order = "FOA" in na_ops
-        self.objective = StepObjective(ll_objective)
-        # data_parallel: PTT's argmax is taken over the full-data UL losses
-        self.reduce_full_data = data_parallel_reduction(solver_config)
-
-    def optimize(self, ll_feed_dict, ul_feed_dict, auxiliary_model, auxiliary_opt,
-                 current_iter, next_operation=None, **kwargs):
-        objective = self.objective
-        if kwargs.get("gda_loss") is not None:
-            objective = StepObjective(self.ll_objective, kwargs["gda_loss"],
-                                      kwargs["alpha"], kwargs["alpha_decay"])
+    def run(self, ll_feed_dict, ul_feed_dict, auxiliary_model, auxiliary_opt,
+            step_losses=None):
+        """Run the plan's inner loop; returns the :class:`jboat.plan.Trajectory`."""
+        plan = self.plan
         feeds = (ll_feed_dict, ul_feed_dict)
-        T = self.truncate_iter
+        T = plan.truncate
         if T > 0:
-            truncate_trajectory(objective, feeds, self.ul_model, auxiliary_model,
-                                auxiliary_opt, T, step_losses=kwargs.get("step_losses"))
+            truncate_trajectory(plan.objective, feeds, self.ul_model, auxiliary_model,
+                                auxiliary_opt, T, step_losses=step_losses)
         monitor = None
-        if self.pessimistic:
+        if plan.select_worst:
             def monitor(weights):
                 return self.ul_objective(ul_feed_dict, self.ul_model, auxiliary_model,
                                          params=weights)
-        values = run_inner_loop(objective, feeds, self.ul_model, auxiliary_model,
-                                auxiliary_opt, self.lower_loop - T, first_step=T,
-                                grad_callback=stop_grads if self.first_order else None,
-                                monitor=monitor, step_losses=kwargs.get("step_losses"))
-        result = -1
+        values = run_inner_loop(plan.objective, feeds, self.ul_model, auxiliary_model,
+                                auxiliary_opt, plan.steps - T, first_step=T,
+                                grad_callback=stop_grads if plan.first_order else None,
+                                monitor=monitor, step_losses=step_losses)
+        selected = None
         if values:
             # one host synchronisation after the loop, not one per step
             stacked = jt.stack([v.reshape(1) for v in values]).reshape(-1)
-            if self.reduce_full_data is not None:
-                stacked = self.reduce_full_data([stacked])[0]
-            result = 1 + int(stacked.numpy().argmax())
-        if next_operation is None:
-            return result
-        return self._pass_on(ll_feed_dict, ul_feed_dict, auxiliary_model, auxiliary_opt,
-                             current_iter, max_loss_iter=result, **kwargs)
+            if plan.reduce is not None:   # the argmax over the full-data UL losses
+                stacked = plan.reduce([stacked])[0]
+            selected = 1 + int(stacked.numpy().argmax())
+        return Trajectory(auxiliary_model, plan.steps, truncated=T, selected=selected)

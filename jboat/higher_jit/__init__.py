@@ -10,9 +10,9 @@ import contextlib
 
 from . import optim, patch, utils
 from .optim import DifferentiableOptimizer, get_diff_optim, register_optim
-from .patch import _MonkeyPatchBase, monkeypatch
+from .patch import _MonkeyPatchBase, functional_view, monkeypatch
 
-__all__ = ["innerloop_ctx", "monkeypatch", "get_diff_optim", "register_optim",
+__all__ = ["innerloop_ctx", "monkeypatch", "functional_view", "get_diff_optim", "register_optim",
            "DifferentiableOptimizer", "patch", "optim", "utils"]
 
 

@@ -9,7 +9,8 @@ modified outside a call, so nothing needs restoring when the context closes.
 
 import jittor as jt
 
-__all__ = ["_MonkeyPatchBase", "monkeypatch", "make_functional", "parameter_slots"]
+__all__ = ["_MonkeyPatchBase", "monkeypatch", "functional_view", "make_functional",
+           "parameter_slots"]
 
 
 def parameter_slots(module):
@@ -199,3 +200,11 @@ def monkeypatch(module, device=None, copy_initial_weights=True, track_higher_gra
 
 
 make_functional = monkeypatch
+
+
+def functional_view(module):
+    """A patched view of ``module`` to be called with ``params=`` only: it holds the
+    real parameters (no copy, no history)."""
+    if not isinstance(module, jt.Module):
+        raise TypeError(f"functional_view expects a jittor.Module, got {type(module).__name__}.")
+    return _MonkeyPatchBase(module, list(module.parameters()), track_higher_grads=False)

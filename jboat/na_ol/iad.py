@@ -1,9 +1,7 @@
 """IAD: initialisation-based auto-differentiation (the MAML meta-gradient)."""
 
 from ..errors import ConfigError
-from ..higher_jit.utils import grads_with_zeros
 from ..operation_registry import register_class
-from ..utils.op_utils import update_tensor_grads
 from .hyper_gradient import HyperGradient
 
 __all__ = ["IAD", "initial_weights_for"]
@@ -30,8 +28,9 @@ class IAD(HyperGradient):
     through the models' common structure; typically ``ul_model is ll_model`` and
     ``ul_var`` are the meta-parameters). Over tasks with ``accumulate_grad`` the
     per-task meta-gradients are summed. Exact derivative of the unrolled task loss.
-    Followed by CG or NS: passes ``hparams = y_0`` (aligned with ``ul_var``) so they
-    differentiate w.r.t. the initial weights (through the trajectory). Memory
+    Followed by a terminal that accepts it (an implicit one), it hands on
+    ``y_0`` (aligned with ``ul_var``) as the variables to differentiate w.r.t.
+    (through the trajectory). Memory
     O(K·|y|). The LL model keeps its weights (no warm start: they are the
     meta-parameters).
 
@@ -41,6 +40,10 @@ class IAD(HyperGradient):
 
     tracks_trajectory = True
     keeps_lower_model = True
+    #: the initial LL weights are its variables (a learned initialisation excludes it)
+    owns_initial_weights = True
+    retargets = True
+    chain_stage = (1, 0)
 
     @classmethod
     def check_combination(cls, config):
@@ -67,25 +70,9 @@ class IAD(HyperGradient):
                               f"parameters, got {len(ul_var)} UL variables; pass "
                               f"list(upper_level_model.parameters()).")
 
-    def __init__(self, ll_objective, ul_objective, ll_model, ul_model, ll_var, ul_var,
-                 solver_config, **kwargs):
-        super().__init__(ll_objective, ul_objective, ul_model, ll_model, ll_var, ul_var,
-                         solver_config)
+    def targets(self, trajectory):
+        return initial_weights_for(self.ul_var, self.ul_model, trajectory.initial())
 
-    def compute_gradients(self, ll_feed_dict, ul_feed_dict, auxiliary_model, max_loss_iter=0,
-                          hyper_gradient_finished=False, next_operation=None, **kwargs):
-        if hyper_gradient_finished:
-            raise ConfigError("IAD found the hyper-gradient already computed; put it "
-                              "before CG/NS or last in na_op.")
-        initial = initial_weights_for(self.ul_var, self.ul_model,
-                                      auxiliary_model.parameters(time=0))
-        if next_operation is not None:
-            if kwargs.get("lower_model_params") is None:
-                kwargs["lower_model_params"] = auxiliary_model.parameters()
-            return dict(kwargs, ll_feed_dict=ll_feed_dict, ul_feed_dict=ul_feed_dict,
-                        auxiliary_model=auxiliary_model, max_loss_iter=max_loss_iter,
-                        hyper_gradient_finished=hyper_gradient_finished, hparams=initial)
-        y_sel = self.selected_params(auxiliary_model, kwargs)
-        upper_loss = self.upper_loss_at(ul_feed_dict, auxiliary_model, y_sel)
-        update_tensor_grads(self.ul_var, grads_with_zeros(upper_loss, initial))
-        return self.finished(upper_loss)
+    def hypergradient(self, trajectory, ll_feed_dict, ul_feed_dict, wrt=None):
+        upper_loss = self.upper_loss_at(ul_feed_dict, trajectory, trajectory.params())
+        return self.differentiate(upper_loss, trajectory, self.targets(trajectory))

@@ -1,11 +1,8 @@
 """IGA: implicit gradient approximation along a single direction."""
 
-from ..errors import ConfigError
-from ..higher_jit.utils import grads_with_zeros
 from ..operation_registry import register_class
-from ..utils.objectives import StepObjective
-from ..utils.op_utils import list_tensor_matmul, update_tensor_grads
-from ._lower_level import evaluation_step, lower_level_positions, trainable_entries
+from ..utils.op_utils import grads_with_zeros, list_tensor_matmul
+from ._lower_level import lower_level_positions, trainable_entries
 from .hyper_gradient import HyperGradient
 
 __all__ = ["IGA", "iga_hypergradient"]
@@ -49,8 +46,8 @@ def iga_hypergradient(params, hparams, upper_loss, lower_loss, reduce=None):
 class IGA(HyperGradient):
     """Terminal: ``∇_x F - λ ∇_x h`` at ``y_sel``, ``λ = <∇_yF, ∇_yh> / ‖∇_yh‖²``.
 
-    ``h`` is the LL step objective at the evaluation point (GDA weight ``α_{k*}``,
-    operators.md §0.2). A heuristic surrogate of the implicit hyper-gradient
+    ``h`` is the plan's step objective at the evaluation point (its weight counted
+    from the steps taken up to ``y_sel``). A heuristic surrogate of the implicit hyper-gradient
     (exact, e.g., when ``∇²_xy h (∇²_yy h)⁻¹ ∇_y F`` happens to equal ``λ ∇_x h``);
     there is no limit in which it becomes exact in general. Memory O(|y|): no
     trajectory is kept.
@@ -59,28 +56,19 @@ class IGA(HyperGradient):
     solution strategy and various applications", IEEE TPAMI 2024.
     """
 
+    chain_stage = (1, 3)
+
     def __init__(self, ll_objective, ul_objective, ll_model, ul_model, ll_var, ul_var,
-                 solver_config, **kwargs):
-        super().__init__(ll_objective, ul_objective, ul_model, ll_model, ll_var, ul_var,
-                         solver_config)
-        self.lower_iters = solver_config["lower_iters"]
-        self.objective = StepObjective.from_config(ll_objective, solver_config)
+                 solver_config, plan=None, **kwargs):
+        super().__init__(ll_objective, ul_objective, ll_model, ul_model, ll_var, ul_var,
+                         solver_config, plan)
         self.positions = lower_level_positions(ll_model, self.ll_var)
 
-    def compute_gradients(self, ll_feed_dict, ul_feed_dict, auxiliary_model, max_loss_iter=0,
-                          hyper_gradient_finished=False, next_operation=None, **kwargs):
-        if hyper_gradient_finished:
-            raise ConfigError("IGA found the hyper-gradient already computed; it must be "
-                              "the last operator of na_op.")
-        self.require_terminal("IGA", next_operation)
-        y_sel = self.selected_params(auxiliary_model, kwargs)
-        step = evaluation_step(max_loss_iter, kwargs, self.lower_iters)
-        upper_loss = self.upper_loss_at(ul_feed_dict, auxiliary_model, y_sel)
-        lower_loss = self.objective(step, ll_feed_dict, ul_feed_dict, self.ul_model,
-                                    auxiliary_model, params=y_sel)
+    def hypergradient(self, trajectory, ll_feed_dict, ul_feed_dict, wrt=None):
+        y_sel = trajectory.params()
+        upper_loss = self.upper_loss_at(ul_feed_dict, trajectory, y_sel)
+        lower_loss = self.step_objective_at(trajectory, ll_feed_dict, ul_feed_dict, y_sel)
         _, params = trainable_entries(y_sel, self.positions)
         grads = iga_hypergradient(params, self.ul_var, upper_loss, lower_loss,
-                                  reduce=self.reduce_full_data)
-        update_tensor_grads(self.ul_var, grads)
-        self.add_initial_weight_gradient(upper_loss, auxiliary_model)
-        return self.finished(upper_loss)
+                                  reduce=self.plan.reduce)
+        return self.with_initial(upper_loss, trajectory, grads)

@@ -1,4 +1,4 @@
-"""Chaining of NA operators: ``[PTT, FOA, RGT] -> [IAD, RAD, FD, IGA] -> [CG, NS]``."""
+"""The na chain: pre-operators (plan only), then one terminal choice."""
 
 from ..chain import OperatorChain, build_chain
 from ..operation_registry import HyperGradientRules, validate_and_adjust_order
@@ -7,19 +7,19 @@ __all__ = ["SequentialHG", "makes_functional_na_operation", "validate_and_adjust
 
 
 class SequentialHG(OperatorChain):
-    """NA operators in execution order (``ordered_instances``, ``custom_order``)."""
+    """na operators in execution order (``ordered_instances``, ``custom_order``)."""
 
-    method = "compute_gradients"
-
-    def result_key(self, last_index):
-        return "gradient_operator_results"
-
-    def compute_gradients(self, **kwargs):
-        """Run the chain; returns ``[{"gradient_operator_results": result_of_last}]``."""
-        return self._run(kwargs)
+    def hypergradient(self, trajectory, ll_feed_dict, ul_feed_dict):
+        """:class:`jboat.plan.HyperGrads` of the last terminal operator, which
+        differentiates w.r.t. the targets a retargeting operator before it hands on."""
+        *before, last = [op for op in self.gradient_instances if op.na_stage != "pre"]
+        wrt = None
+        for op in before:
+            wrt = op.targets(trajectory)
+        return last.hypergradient(trajectory, ll_feed_dict, ul_feed_dict, wrt=wrt)
 
 
 def makes_functional_na_operation(custom_order, **kwargs):
-    """Instantiate the NA operators of ``custom_order`` in execution order."""
+    """Instantiate the na operators of ``custom_order`` in execution order."""
     return build_chain(SequentialHG, custom_order, HyperGradientRules.get_gradient_order(),
                        **kwargs)

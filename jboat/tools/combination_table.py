@@ -50,7 +50,8 @@ def na_candidates():
     cores = [n for n in names if Operation_REGISTRY[n].na_stage != "pre"]
     chains = [[n] for n in cores]
     for n in cores:
-        chains += [[p, n] for p in Operation_REGISTRY[n].accepts_prefix if p in cores]
+        if Operation_REGISTRY[n].accepts_retarget:
+            chains += [[p, n] for p in cores if Operation_REGISTRY[p].retargets]
     prefixes = [[]] + list(_subsets(pre))
     return [prefix + chain for chain in chains for prefix in prefixes]
 

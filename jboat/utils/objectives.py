@@ -1,4 +1,4 @@
-"""The lower-level step objective, plain or aggregated (GDA/BDA)."""
+"""The lower-level step objective, plain or aggregated with the UL objective."""
 
 from ..errors import ConfigTypeError
 
@@ -6,7 +6,7 @@ __all__ = ["StepObjective"]
 
 
 class StepObjective:
-    """``h_k``: the objective of lower-level step ``k`` (operators.md §0.2).
+    """``h_k``: the objective of lower-level step ``k``.
 
     Without aggregation ``h_k = f``. With a ``gda_loss`` it is
     ``gda_loss(ll_feed ∪ {"alpha": α_k}, ul_feed, ul_model, lower_model)`` with
@@ -20,14 +20,9 @@ class StepObjective:
         self.alpha_init = alpha_init
         self.alpha_decay = alpha_decay
 
-    @classmethod
-    def from_config(cls, ll_objective, solver_config):
-        """Aggregated when ``GDA`` is selected and a ``gda_loss`` is configured."""
-        gda_loss = solver_config.get("gda_loss")
-        if gda_loss is None or "GDA" not in (solver_config.get("gm_op") or ()):
-            return cls(ll_objective)
-        section = solver_config.get("GDA", {})
-        return cls(ll_objective, gda_loss, section["alpha_init"], section["alpha_decay"])
+    def with_aggregation(self, gda_loss, alpha_init, alpha_decay):
+        """The aggregated objective ``gda_loss`` with weights ``α_k``."""
+        return type(self)(self.ll_objective, gda_loss, alpha_init, alpha_decay)
 
     @property
     def aggregated(self):

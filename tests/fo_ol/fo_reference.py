@@ -1,6 +1,6 @@
 """float64 references for the first-order operators on the quadratic problem.
 
-Every step function writes out the update equations of operators.md §3 for
+Every step function writes out the update equations (docs/operators.md, "First-order methods") for
 ``f(x,y) = ½yᵀAy − yᵀBx + c`` and ``F(x,y) = ½||Cy − t||² + ½μ||x||²`` (tests/quadratic.py;
 ``c`` = the feed's ``offset``), with the LL optimiser plain SGD of step ``s``.
 The fixed-point helpers give the points the operators provably converge to.
@@ -85,7 +85,7 @@ class QuadraticMaths:
         return self.mu * x
 
 
-# -- one step of each operator (operators.md §3) ------------------------------------------
+# -- one step of each operator (docs/operators.md, "First-order methods") ------------------------------------------
 def vso_step(m, x, z, k, K, s, o):
     """Returns (z_new, x-gradient, F(x,y))."""
     d = o["reg_decay"] * k + 1.0

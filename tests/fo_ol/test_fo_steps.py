@@ -1,4 +1,4 @@
-"""One call of each FO operator against its update equations (operators.md §3),
+"""One call of each FO operator against its update equations (docs/operators.md),
 written out in float64 in fo_reference.py, on the quadratic problem."""
 
 import jittor as jt

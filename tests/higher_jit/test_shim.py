@@ -1,4 +1,4 @@
-"""The functional-patching shim: semantics checklist of shim.md §4 and optimizer parity."""
+"""The functional-patching shim: patching semantics and optimizer parity."""
 
 import jittor as jt
 import numpy as np

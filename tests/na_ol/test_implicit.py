@@ -64,7 +64,7 @@ def test_cg_with_gda_uses_the_weight_of_the_last_step():
 
 
 def test_cg_under_ptt_differentiates_through_the_selected_prefix():
-    # upstream semantics kept (operators.md §5 item 29): with PTT the trajectory is
+    # upstream semantics kept (docs/operators.md): with PTT the trajectory is
     # recorded, so c = ∇_x F and VJP(Φ, x, v) are total derivatives through y_{k*}(x)
     q = Quadratic()
     a0, decay = 0.5, 0.8

@@ -1,4 +1,4 @@
-"""Every valid combination of api.md §2.7 builds and runs; invalid ones are refused
+"""Every valid combination (docs/combinations.md) builds and runs; invalid ones are refused
 when the Problem is constructed; docs/combinations.md is the generated table."""
 
 import pathlib
@@ -13,7 +13,7 @@ from jboat.tools.combination_table import check_pair, combination_table
 from na_problems import MetaRegression
 from quadratic import Quadratic, Vector, gda_loss, lower_loss, upper_loss
 
-# upstream conformance lists (api.md §2.7); DM combinations are tested with DM
+# upstream conformance lists (upstream BOAT); DM combinations are tested with DM
 HYPER_CLEANING_GM = [["NGD"], ["DI", "NGD"], ["GDA", "NGD"], ["GDA", "NGD", "DI"],
                      ["DI", "NGD", "GDA"]]
 HYPER_CLEANING_NA = [["CG"], ["CG", "PTT"], ["RAD"], ["RAD", "PTT"], ["RAD", "RGT"],
@@ -86,10 +86,10 @@ def test_invalid_combination_is_refused_at_construction(gm_op, na_op, options, m
         assert check_pair(gm_op, na_op)[1] is not None
 
 
-def test_ptt_needs_ngd():
-    if "DM" not in jboat.operators_by_role("gm"):
-        pytest.skip("DM not available")
-    with pytest.raises(ConfigError):
+def test_ptt_with_a_single_loop_solver_is_refused_naming_it():
+    # PTT selects a step of the inner loop that NGD runs; a single-loop gm terminal
+    # (DM) runs none: the error names PTT, the gm_op and the fix
+    with pytest.raises(ConfigError, match=r"PTT .*gm_op \['DM'\].*NGD"):
         _construct(["DM"], ["PTT", "RAD"], lower_iters=1)
 
 

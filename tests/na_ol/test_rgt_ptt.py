@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from jboat import ConfigError, MissingConfigKeyError
-from jboat.na_ol import PTT
-from jboat.na_ol._lower_level import evaluation_step
+from jboat.plan import Trajectory
 from quadratic import Quadratic, rel_err
 
 
@@ -85,18 +84,18 @@ def test_ptt_with_rgt_truncates_before_the_selected_step():
     assert rel_err(grads[0].numpy(), expected) < 1e-4
 
 
-def test_ptt_refuses_a_missing_index():
+def test_pre_operators_only_configure_the_plan():
     q = Quadratic()
-    problem = q.build(["NGD"], ["PTT", "RAD"], lower_iters=3)
-    ptt = problem._ul_solver.gradient_instances[0]
-    assert isinstance(ptt, PTT)
-    with pytest.raises(ValueError, match="max_loss_iter"):
-        ptt.compute_gradients(ll_feed_dict=q.ll_feed(), ul_feed_dict=q.ul_feed(),
-                              auxiliary_model=None, max_loss_iter=-1, next_operation="RAD")
+    problem = q.build(["NGD"], ["PTT", "RGT", "RAD"], lower_iters=3, RGT={"truncate_iter": 1})
+    plan = problem._plan
+    assert plan.select_worst and plan.truncate == 1 and plan.record
+    assert not plan.first_order and not plan.learn_init and not plan.objective.aggregated
+    plain = q.build(["NGD"], ["RAD"], lower_iters=3)._plan
+    assert not plain.select_worst and plain.truncate == 0
 
 
 def test_evaluation_step_counts_truncated_steps():
-    assert evaluation_step(-1, {}, 7) == 7
-    assert evaluation_step(0, {}, 7) == 7
-    assert evaluation_step(3, {}, 7) == 3
-    assert evaluation_step(3, {"truncated_steps": 2}, 7) == 5
+    assert Trajectory(None, 7).evaluation_step == 7
+    assert Trajectory(None, 7).record == -1
+    assert Trajectory(None, 7, selected=3).evaluation_step == 3
+    assert Trajectory(None, 7, truncated=2, selected=3).evaluation_step == 5
