@@ -106,6 +106,16 @@ def load_config(path):
 
 
 # -- normalisation ---------------------------------------------------------------------------
+def _canonical_name(name):
+    """The registered spelling of ``name``: exact, else case-insensitive (upstream
+    aliases mapped), so that operators registered with mixed-case names work too."""
+    if name in registry.Operation_REGISTRY:
+        return name
+    upper = _LEGACY_NAMES.get(name.upper(), name.upper())
+    matches = [n for n in registry.Operation_REGISTRY if n.upper() == upper]
+    return matches[0] if len(matches) == 1 else upper
+
+
 def _operator_list(value, key, role):
     if value is None:
         return None
@@ -118,7 +128,7 @@ def _operator_list(value, key, role):
         if not isinstance(item, str):
             raise ConfigTypeError(f"{key} entries must be operator names (strings), "
                                   f"got {item!r}.")
-        name = _LEGACY_NAMES.get(item.upper(), item.upper())
+        name = _canonical_name(item)
         registry.lookup_operator(name, role)
         if name in names:
             raise ConfigError(f"{key} lists '{name}' twice; list each operator once.")
@@ -137,7 +147,7 @@ def _fo_name(value):
         value = value[0]
     if not isinstance(value, str):
         raise ConfigTypeError(f"fo_op must be an operator name (string), got {value!r}.")
-    name = _LEGACY_NAMES.get(value.upper(), value.upper())
+    name = _canonical_name(value)
     registry.lookup_operator(name, "fo")
     return name
 
