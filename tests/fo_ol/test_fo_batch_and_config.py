@@ -151,10 +151,15 @@ def test_operator_state_round_trip(op, names):
 
 
 def test_fo_operators_are_registered_with_role_fo():
+    from jboat.base import SingleLoopSolver
+
     assert set(FO_OPS) <= set(jboat.operators_by_role("fo"))
     for name in FO_OPS:
         cls = jboat.get_registered_operation(name)
-        assert issubclass(cls, jboat.gm_ol.DynamicalSystem) and cls.role == "fo"
+        # the single-loop protocol, not the gm base with another optimize signature
+        assert issubclass(cls, SingleLoopSolver) and cls.role == "fo"
+        assert not issubclass(cls, jboat.gm_ol.DynamicalSystem)
+    assert issubclass(jboat.get_registered_operation("DM"), SingleLoopSolver)
 
 
 @pytest.mark.parametrize("op", FO_OPS)
