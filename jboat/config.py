@@ -8,6 +8,7 @@ operators that are not selected are neither required nor validated.
 """
 
 import json
+import logging
 import os
 import re
 
@@ -18,6 +19,8 @@ from .errors import ConfigError, ConfigTypeError, MissingConfigKeyError
 from .options import Option, resolve_section
 
 __all__ = ["load_config", "normalize_config", "TOP_LEVEL_OPTIONS", "RUNTIME_KEYS"]
+
+logger = logging.getLogger("jboat")
 
 #: runtime objects the user injects into the solver config
 RUNTIME_KEYS = ("lower_level_model", "upper_level_model", "lower_level_var",
@@ -183,13 +186,20 @@ def normalize_config(config, check_runtime=True):
         _check_runtime_objects(config)
 
     out["fo_op"] = _fo_name(config.get("fo_op"))
-    out["gm_op"] = _operator_list(config.get("gm_op"), "gm_op", "gm")
-    out["na_op"] = _operator_list(config.get("na_op"), "na_op", "na")
     if out["fo_op"] is not None:
-        if out["gm_op"] or out["na_op"]:
-            raise ConfigError(f"fo_op '{out['fo_op']}' replaces the gm_op/na_op pipeline; "
-                              f"set gm_op and na_op to null, or fo_op to null.")
-    elif out["gm_op"] is None or out["na_op"] is None:
+        # upstream JBOAT ignores gm_op/na_op when fo_op is set (its example scripts
+        # always pass them); so does jboat, saying so once
+        ignored = [f"{key}: {config[key]!r}" for key in ("gm_op", "na_op")
+                   if config.get(key) not in (None, [], (), "")]
+        if ignored:
+            logger.warning("jboat: fo_op %s replaces the gm_op/na_op pipeline; ignoring %s "
+                           "(set them to null to silence this).", out["fo_op"],
+                           ", ".join(ignored))
+        out["gm_op"] = out["na_op"] = None
+    else:
+        out["gm_op"] = _operator_list(config.get("gm_op"), "gm_op", "gm")
+        out["na_op"] = _operator_list(config.get("na_op"), "na_op", "na")
+    if out["fo_op"] is None and (out["gm_op"] is None or out["na_op"] is None):
         raise ConfigError("Set both gm_op and na_op (e.g. gm_op: [NGD], na_op: [RAD]), "
                           "or choose a first-order operator with fo_op.")
 

@@ -1,6 +1,7 @@
 """DM: dual multiplier, the single-loop averaged method of multipliers (sl-BAMM)."""
 
 import collections
+import logging
 
 import jittor as jt
 import numpy as np
@@ -16,6 +17,8 @@ from .dynamical_system import DynamicalSystem
 
 __all__ = ["DM", "DMSchedule", "DMDerivatives", "dm_schedule", "dm_derivatives",
            "multiplier_step", "STRATEGIES"]
+
+logger = logging.getLogger("jboat")
 
 #: strategy -> (power of α in η, power of α in λ), used when GDA aggregates
 STRATEGIES = {"s1": (2, 7), "s2": (1, 5), "s3": (0, 3)}
@@ -110,7 +113,8 @@ class DM(DynamicalSystem):
     multipliers).
 
     With ``k = current_iter``, ``ỹ`` the latest fast weights (``y_0`` when DM runs
-    alone, NGD's look-ahead ``y_1`` after ``[NGD, DM]``) taken as a fresh leaf, and
+    alone, NGD's look-ahead ``y_K`` after ``[NGD, DM]``, ``K = lower_iters``; the
+    method is ``K = 1``) taken as a fresh leaf, and
     ``φ`` = ``gda_loss`` at ``α_k = μ0 (k+1)^{-1/p}`` (GDA present) or ``f``, all
     derivatives at ``(x, ỹ)`` (partial derivatives):
 
@@ -125,11 +129,18 @@ class DM(DynamicalSystem):
     with GDA ``η, λ = (k+1)^{-τ/2} α^a s, (k+1)^{-3τ/2} α^b s`` with ``(a, b) =
     (2, 7), (1, 5), (0, 3)`` for ``strategy`` s1/s2/s3; without GDA (only ``s1``)
     ``λ = λ0 (k+1)^{-τ} s``, ``η = η0 (k+1)^{-τ/2} s``. The strategy is re-read from
-    ``self.strategy`` at every call (callers may switch it between iterations).
+    ``self.strategy`` at every call (callers may switch it between iterations) and
+    checked there: s1/s2/s3 with GDA, only s1 without (``ConfigError`` at the first
+    step that uses another value).
 
     Requirements (checked at build time): last GM operator, ``na_op`` exactly
     ``[RAD]`` or ``[CG]`` (selects the multiplier update; the NA chain is not run),
-    ``lower_iters == 1``, no DI. ``Problem`` does not copy fast weights back.
+    no DI. ``Problem`` does not copy fast weights back. ``lower_iters > 1`` is
+    accepted as JBOAT accepts it, with one logged warning: NGD takes ``K`` steps on
+    the fast weights and every derivative above is taken at ``ỹ = y_K`` — the real
+    ``y`` still takes one step ``y ← LLopt(y, ∇_y φ(x, y_K))`` (a ``K``-step
+    look-ahead, extragradient-like), and ``v`` and ``x`` use the Hessian and
+    gradients at ``y_K`` (docs/operators.md).
 
     Options (section ``DM``), defaults chosen so that the defaults are stable
     whenever the LL step itself is:
@@ -179,9 +190,6 @@ class DM(DynamicalSystem):
             raise ConfigError(f"DM needs na_op to be exactly [RAD] (gradient step of the "
                               f"multiplier) or [CG] (line-search step), got {na_ops}; DM "
                               f"computes the UL gradient itself and runs no NA chain.")
-        if config.get("lower_iters") != 1:
-            raise ConfigError(f"DM is a single-loop method: set lower_iters: 1 (got "
-                              f"{config.get('lower_iters')}).")
         if config.get("accumulate_grad"):
             raise ConfigError("DM is a single-loop method on one problem and does not support "
                               "accumulate_grad (it would take one LL and multiplier step per "
@@ -190,17 +198,23 @@ class DM(DynamicalSystem):
         if "DI" in gm_ops:
             raise ConfigError("DI cannot be combined with DM: DM computes its own UL "
                               "gradient and produces no initialisation gradient. Remove DI.")
-        strategy = (config.get("DM") or {}).get("strategy", "s1")
-        cls._check_strategy(strategy, "GDA" in gm_ops)
+        # DM.strategy is checked against gm_op when it is used (optimize): upstream
+        # scripts build with one value and set another on the instance before the
+        # first run_iter.
 
     @staticmethod
     def _check_strategy(strategy, aggregated):
+        """Raise ``ConfigError`` unless ``strategy`` is usable (with GDA: s1, s2 or s3;
+        without: s1). Called at every DM step, with the value on the instance."""
         if aggregated and strategy not in STRATEGIES:
             raise ConfigError(f"DM.strategy must be one of {', '.join(STRATEGIES)}, got "
-                              f"{strategy!r}.")
+                              f"{strategy!r}; set DM: {{strategy: s1}} in the config or "
+                              f"gradient_instances[-1].strategy = 's1' on the solver.")
         if not aggregated and strategy != "s1":
             raise ConfigError(f"DM.strategy {strategy!r} only applies with GDA in gm_op; "
-                              f"without GDA use strategy: s1 (or add GDA).")
+                              f"without GDA use strategy: s1 (in the config, or "
+                              f"gradient_instances[-1].strategy = 's1' before run_iter), "
+                              f"or add GDA to gm_op.")
 
     def __init__(self, ll_objective, lower_loop, ul_model, ul_objective, ll_model,
                  solver_config, **kwargs):
@@ -231,6 +245,14 @@ class DM(DynamicalSystem):
         self.auxiliary_v = [jt.zeros(var.shape, var.dtype) for var in self.ll_var]
         self.v_lr = self.auxiliary_v_lr
         self.schedule = None
+        if self.lower_loop > 1:
+            logger.warning(
+                "jboat: DM with lower_iters: %d runs %s, then DM's joint step at the last "
+                "iterate (as JBOAT does); the method's (the paper's) setting is "
+                "lower_iters: 1.", self.lower_loop,
+                f"{self.lower_loop} NGD steps on the fast weights"
+                if "NGD" in (solver_config.get("gm_op") or ()) else
+                "no extra lower-level steps (gm_op has no NGD, so lower_iters has no effect)")
 
     @property
     def aggregated(self):
