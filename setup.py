@@ -7,6 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["jboat", "jboat.*"]),
+    package_data={"jboat": ["configs/*.yaml"]},  # the solver recipes: load_config("rhg")
     python_requires=">=3.8",
     install_requires=["jittor>=1.3.9", "numpy", "pyyaml"],
     extras_require={

@@ -15,7 +15,7 @@ configure_jittor_environment()
 
 from . import distributed, higher_jit, utils, gm_ol, na_ol, fo_ol  # noqa: E402
 from .boat_opt import Problem  # noqa: E402
-from .config import load_config, normalize_config  # noqa: E402
+from .config import list_recipes, load_config, normalize_config  # noqa: E402
 from .errors import (ConfigError, ConfigTypeError, MissingConfigKeyError,  # noqa: E402
                      UnknownOperatorError)
 from .operation_registry import (Operation_REGISTRY, get_registered_operation,  # noqa: E402
@@ -26,7 +26,7 @@ install_process_hooks()  # again, now that Jittor (which sets its own excepthook
 
 __version__ = "0.1.0"
 
-__all__ = ["Problem", "load_config", "normalize_config", "Operation_REGISTRY",
+__all__ = ["Problem", "load_config", "list_recipes", "normalize_config", "Operation_REGISTRY",
            "register_class", "get_registered_operation", "operators_by_role",
            "ConfigError", "ConfigTypeError", "MissingConfigKeyError",
            "UnknownOperatorError", "distributed", "higher_jit", "utils", "gm_ol", "na_ol",

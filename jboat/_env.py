@@ -15,7 +15,9 @@ on common machines:
   matmuls) otherwise, with a one-line warning on the ``jboat`` logger.
 
 A value the user has already put in the environment is never overridden, and
-nothing is changed once Jittor has been imported (it would have no effect).
+nothing is changed once Jittor has been imported (it would have no effect; an INFO
+record on the ``jboat`` logger then names the defaults that were not applied and the
+environment line that applies them, as upstream JBOAT scripts ``import jittor`` first).
 
 This module uses the standard library only: ``jboat/tools/onednn.py`` loads it by
 path, without importing jboat (which would import Jittor).
@@ -147,6 +149,17 @@ def configure_jittor_environment():
         imported or the user had set them all).
     """
     if "jittor" in sys.modules:
+        missing = {name: value for name, value in default_jittor_environment().items()
+                   if name not in os.environ}
+        if missing:
+            # it worked here (Jittor imported), but the same script may not elsewhere
+            logger.info("jboat: Jittor was imported before jboat, so jboat's environment "
+                        "defaults %s were not applied. Where Jittor's import fails (nvcc "
+                        "without a CUDA driver; no oneDNN offline), import jboat first or "
+                        "set them in the environment, e.g. %s python script.py "
+                        "(docs/migration.md).", missing,
+                        " ".join(f'{k}="{v}"' if v == "" else f"{k}={v}"
+                                 for k, v in missing.items()))
         return {}
     applied = {}
     for name, value in default_jittor_environment().items():

@@ -162,9 +162,12 @@ class Problem:
 
         Returns:
             ``(results, run_time)`` — the records produced by this call and the
-            solver wall time — or, with ``return_grad``, ``(grads, run_time)`` with
-            ``grads`` aligned with ``upper_level_var`` (this iteration's
-            hyper-gradient; zeros where a variable received none).
+            iteration's wall time in seconds — or, with ``return_grad``,
+            ``(grads, run_time)`` with ``grads`` aligned with ``upper_level_var``
+            (this iteration's hyper-gradient; zeros where a variable received none).
+            ``run_time`` includes Jittor's (lazy) execution of the iteration, first-use
+            kernel compilation included: the clock stops after the iteration's one
+            host synchronisation, which also waits for the updated variables.
         """
         if self._ll_solver is None and self._fo_op_solver is None:
             raise ConfigError("Call build_ll_solver() and build_ul_solver() before run_iter().")
@@ -176,9 +179,12 @@ class Problem:
         saved = self._capture_state() if cfg["nan_guard"] else None
         with distributed.watchdog(cfg["mpi_timeout"] if self._parallel else None):
             try:
-                output, records, run_time, pending = self._iterate(pairs, current_iter, batched)
-                # the iteration's one host synchronisation: NaN check, loss record, results
+                start = time.perf_counter()
+                output, records, pending = self._iterate(pairs, current_iter, batched)
+                # the iteration's one host synchronisation: NaN check, loss record,
+                # results, and the updated variables (so that the clock sees the work)
                 values = self._read_back(pending, check=saved is not None)
+                run_time = time.perf_counter() - start
             except FloatingPointError:
                 if saved is not None:
                     self._restore_state(saved)
@@ -195,7 +201,6 @@ class Problem:
         clear_custom_grads(self._ul_var)
         clear_custom_grads(self._ll_var)
         records, step_losses = [], []
-        start = time.perf_counter()
         if self._parallel == "data":   # every rank must run the same collectives
             distributed.check_same_on_all_ranks(len(pairs), "number of tasks per iteration")
         if self._fo_op is not None:
@@ -216,7 +221,6 @@ class Problem:
             distributed.all_reduce_buffers(
                 self._ul_var + (self._ll_var if self._lower_init_opt is not None else []),
                 op="sum" if self._parallel == "task" else "mean")
-        run_time = time.perf_counter() - start
         pending = {"records": records, "checks": [], "losses": None}
         if cfg["nan_guard"]:   # before the steps consume the buffers
             pending["checks"] = self._finite_checks(step_losses, records)
@@ -234,10 +238,12 @@ class Problem:
                 # under MPI the UL variables are equal on every rank: no agreement needed
                 pending["checks"] += [("UL step (upper-level variables after the optimizer "
                                        "step)", v.sum()) for v in self._ul_var]
-        return output, records, run_time, pending
+        pending["outputs"] = [v for v in output if isinstance(v, jt.Var)]
+        return output, records, pending
 
     def _read_back(self, pending, check):
-        """One host read of every pending scalar. Raises ``FloatingPointError``
+        """One host read of every pending scalar, in the same execution pass as the
+        iteration's updated variables and returned gradients. Raises ``FloatingPointError``
         (before anything is recorded) when a checked value is not finite; the caller
         rolls back. Fills the records' Var entries with floats; returns the
         ``(ll_loss, ul_loss)`` of the loss record under ``"losses"``."""
@@ -247,7 +253,7 @@ class Problem:
         checks = pending["checks"] if check else []
         losses = list(pending["losses"] or ())
         scalars = [v for _, v in checks] + losses + [entry[k] for entry, k in slots]
-        values = _read_scalars(scalars)
+        values = _read_scalars(scalars, also=self._tracked_vars() + pending["outputs"])
         if check:
             _raise_first_nonfinite([name for name, _ in checks], values[:len(checks)],
                                    agree=self._parallel is not None)
@@ -493,11 +499,12 @@ def _record_entries(records):
         yield from (v for v in record.values() if isinstance(v, dict))
 
 
-def _read_scalars(scalars):
+def _read_scalars(scalars, also=()):
     """One host synchronisation for a list of scalar Vars (or numbers): one execution
-    pass (``jt.sync``), then copies of the computed values (a concatenation would cost
-    a kernel per entry). Returns a float32 numpy array."""
-    pending = [v for v in scalars if isinstance(v, jt.Var)]
+    pass (``jt.sync``, which also computes the Vars in ``also``, read by nobody), then
+    copies of the computed values (a concatenation would cost a kernel per entry).
+    Returns a float32 numpy array."""
+    pending = [v for v in scalars if isinstance(v, jt.Var)] + list(also)
     if pending:
         jt.sync(pending)
     return np.array([v.numpy().reshape(-1)[0] if isinstance(v, jt.Var) else v

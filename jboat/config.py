@@ -8,6 +8,7 @@ operators that are not selected are neither required nor validated.
 """
 
 import json
+import logging
 import os
 import re
 
@@ -17,7 +18,14 @@ from . import operation_registry as registry
 from .errors import ConfigError, ConfigTypeError, MissingConfigKeyError
 from .options import Option, resolve_section
 
-__all__ = ["load_config", "normalize_config", "TOP_LEVEL_OPTIONS", "RUNTIME_KEYS"]
+__all__ = ["load_config", "list_recipes", "recipe_path", "normalize_config",
+           "TOP_LEVEL_OPTIONS", "RUNTIME_KEYS", "RECIPE_DIR"]
+
+#: the solver recipes shipped with the package (``configs/`` of the repository links here)
+RECIPE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+_RECIPE_SUFFIXES = (".yaml", ".yml")
+
+logger = logging.getLogger("jboat")
 
 #: runtime objects the user injects into the solver config
 RUNTIME_KEYS = ("lower_level_model", "upper_level_model", "lower_level_var",
@@ -72,14 +80,62 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def load_config(path):
-    """Read a solver or loss configuration from a YAML or JSON file.
+def list_recipes():
+    """Names of the solver recipes shipped with jboat (``load_config(name)`` loads one).
+
+    Returns:
+        sorted list of names such as ``"rhg"``, ``"cg"``, ``"maml"``.
+    """
+    try:
+        files = os.listdir(RECIPE_DIR)
+    except OSError:
+        return []
+    return sorted(os.path.splitext(f)[0] for f in files if f.endswith(_RECIPE_SUFFIXES))
+
+
+def recipe_path(name):
+    """The file of the shipped recipe ``name`` (``"rhg"`` or ``"rhg.yaml"``).
 
     Raises:
-        FileNotFoundError: the file does not exist.
+        FileNotFoundError: no such recipe; the message lists the known ones.
+    """
+    stem = name[:-len(".yaml")] if name.endswith(".yaml") else name
+    stem = stem[:-len(".yml")] if stem.endswith(".yml") else stem
+    for suffix in _RECIPE_SUFFIXES:
+        candidate = os.path.join(RECIPE_DIR, stem + suffix)
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f"No solver recipe named {name!r}. Shipped recipes: "
+                            f"{', '.join(list_recipes())} (jboat.list_recipes()); or pass "
+                            f"the path of your own YAML/JSON file.")
+
+
+def _is_bare_name(path):
+    return (os.sep not in path and "/" not in path
+            and os.path.splitext(path)[1] in ("",) + _RECIPE_SUFFIXES)
+
+
+def load_config(path):
+    """Read a solver or loss configuration from a YAML or JSON file, or a shipped
+    recipe by name (``load_config("rhg")``; see :func:`list_recipes`).
+
+    A bare name (no folder, no extension or ``.yaml``) that is not an existing file
+    is looked up among the shipped recipes, so it works after a plain (non-editable)
+    ``pip install`` and from any working directory.
+
+    Raises:
+        FileNotFoundError: neither a file nor a recipe of that name exists (the
+            message lists the recipes).
         ConfigError: the file is not valid YAML/JSON or does not hold a mapping.
     """
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        if _is_bare_name(path):
+            path = recipe_path(path)
+        else:
+            raise FileNotFoundError(f"No configuration file {path!r} (working directory "
+                                    f"{os.getcwd()}). Shipped recipes load by name, e.g. "
+                                    f"load_config('rhg'): {', '.join(list_recipes())}.")
     with open(path, "r", encoding="utf-8") as handle:
         text = handle.read()
     if path.lower().endswith(".json"):
@@ -193,13 +249,20 @@ def normalize_config(config, check_runtime=True):
         _check_runtime_objects(config)
 
     out["fo_op"] = _fo_name(config.get("fo_op"))
-    out["gm_op"] = _operator_list(config.get("gm_op"), "gm_op", "gm")
-    out["na_op"] = _operator_list(config.get("na_op"), "na_op", "na")
     if out["fo_op"] is not None:
-        if out["gm_op"] or out["na_op"]:
-            raise ConfigError(f"fo_op '{out['fo_op']}' replaces the gm_op/na_op pipeline; "
-                              f"set gm_op and na_op to null, or fo_op to null.")
-    elif out["gm_op"] is None or out["na_op"] is None:
+        # upstream JBOAT ignores gm_op/na_op when fo_op is set (its example scripts
+        # always pass them); so does jboat, saying so once
+        ignored = [f"{key}: {config[key]!r}" for key in ("gm_op", "na_op")
+                   if config.get(key) not in (None, [], (), "")]
+        if ignored:
+            logger.warning("jboat: fo_op %s replaces the gm_op/na_op pipeline; ignoring %s "
+                           "(set them to null to silence this).", out["fo_op"],
+                           ", ".join(ignored))
+        out["gm_op"] = out["na_op"] = None
+    else:
+        out["gm_op"] = _operator_list(config.get("gm_op"), "gm_op", "gm")
+        out["na_op"] = _operator_list(config.get("na_op"), "na_op", "na")
+    if out["fo_op"] is None and (out["gm_op"] is None or out["na_op"] is None):
         raise ConfigError("Set both gm_op and na_op (e.g. gm_op: [NGD], na_op: [RAD]), "
                           "or choose a first-order operator with fo_op.")
 

@@ -107,9 +107,22 @@ def test_names_are_normalised(q):
     assert problem.boat_configs["gm_op"] == ["NGD"] and problem.boat_configs["na_op"] == ["RAD"]
 
 
-def test_fo_op_and_na_op_together(q):
-    with pytest.raises(ConfigError, match="set gm_op and na_op to null"):
-        q.build(["NGD"], ["RAD"], fo_op="VSO")
+def test_fo_op_wins_over_gm_op_and_na_op(q, caplog):
+    """Upstream's scripts pass gm_op/na_op beside fo_op and JBOAT ignores them: so
+    does jboat, with one warning naming the ignored keys (even invalid names)."""
+    with caplog.at_level("WARNING", logger="jboat"):
+        problem = q.build(["DI", "GDA", "NGD"], ["CG"], fo_op="PGDO")
+    warnings = [r.getMessage() for r in caplog.records if "fo_op" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "gm_op: ['DI', 'GDA', 'NGD']" in warnings[0] and "na_op: ['CG']" in warnings[0]
+    cfg = problem.boat_configs
+    assert cfg["fo_op"] == "PGDO" and cfg["gm_op"] is None and cfg["na_op"] is None
+    assert problem._fo_op_solver is not None and problem._ll_solver is None
+    problem.run_iter(q.ll_feed(), q.ul_feed(), 0)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="jboat"):
+        q.build(None, None, fo_op="VSO")
+    assert not [r for r in caplog.records if "fo_op" in r.getMessage()]
 
 
 def test_run_iter_before_build(q):

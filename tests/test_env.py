@@ -115,8 +115,12 @@ def test_usable_onednn_sets_use_mkl_1(home, fresh_process):
     assert _env.configure_jittor_environment()["use_mkl"] == "1"
 
 
-def test_nothing_changes_after_jittor_import(home, monkeypatch):
+def test_nothing_changes_after_jittor_import(home, monkeypatch, caplog):
     import jittor  # noqa: F401  (conftest imported it already)
     monkeypatch.delenv("use_mkl", raising=False)
-    assert _env.configure_jittor_environment() == {}
+    with caplog.at_level(logging.INFO, logger="jboat"):
+        assert _env.configure_jittor_environment() == {}
     assert "use_mkl" not in os.environ
+    # upstream scripts import jittor first: say what was not applied, and the fix
+    (record,) = [r for r in caplog.records if "imported before jboat" in r.getMessage()]
+    assert record.levelno == logging.INFO and "use_mkl=0 python script.py" in record.getMessage()

@@ -1,6 +1,7 @@
 """DM: dual multiplier, the single-loop averaged method of multipliers (sl-BAMM)."""
 
 import collections
+import logging
 
 import jittor as jt
 import numpy as np
@@ -16,6 +17,8 @@ from ..utils.op_utils import (apply_custom_grads, clear_custom_grads, grads_with
 
 __all__ = ["DM", "DMSchedule", "DMDerivatives", "dm_schedule", "dm_derivatives",
            "multiplier_step", "STRATEGIES"]
+
+logger = logging.getLogger("jboat")
 
 #: strategy -> (power of α in η, power of α in λ), used with an aggregated objective
 STRATEGIES = {"s1": (2, 7), "s2": (1, 5), "s3": (0, 3)}
@@ -115,10 +118,10 @@ class DM(SingleLoopSolver):
     multipliers).
 
     With ``k = current_iter``, ``ỹ`` the LL weights it starts from (the real ones, or
-    the latest fast weights of an inner loop run before it) taken as a fresh leaf,
-    and ``φ`` the plan's step objective (aggregated at ``α_k = μ0 (k+1)^{-1/p}`` when
-    the plan aggregates, else ``f``), all derivatives at ``(x, ỹ)`` (partial
-    derivatives):
+    the latest fast weights ``y_K`` of an inner loop of ``K = lower_iters`` steps run
+    before it; the method is ``K = 1``) taken as a fresh leaf, and ``φ`` the plan's
+    step objective (aggregated at ``α_k = μ0 (k+1)^{-1/p}`` when the plan aggregates,
+    else ``f``), all derivatives at ``(x, ỹ)`` (partial derivatives):
 
     * ``y ← LLopt(y, ∇_y φ)`` — the LL optimizer's own rule on the real LL variables;
     * ``v ← v − η_k (∇²_yy φ v − ∇_y F)`` (the na operator's ``multiplier_rule`` is
@@ -132,11 +135,17 @@ class DM(SingleLoopSolver):
     aggregated, ``η, λ = (k+1)^{-τ/2} α^a s, (k+1)^{-3τ/2} α^b s`` with ``(a, b) =
     (2, 7), (1, 5), (0, 3)`` for ``strategy`` s1/s2/s3; otherwise (only ``s1``)
     ``λ = λ0 (k+1)^{-τ} s``, ``η = η0 (k+1)^{-τ/2} s``. The strategy is re-read from
-    ``self.strategy`` at every call (callers may switch it between iterations).
+    ``self.strategy`` at every call (callers may switch it between iterations) and
+    checked there: s1/s2/s3 with an aggregated objective, only s1 without
+    (``ConfigError`` at the first step that uses another value).
 
     Requirements (checked at build time): last gm operator, ``na_op`` exactly one
-    operator with a ``multiplier_rule`` (the na chain is not run),
-    ``lower_iters == 1``. ``Problem`` does not copy fast weights back.
+    operator with a ``multiplier_rule`` (the na chain is not run). ``Problem`` does
+    not copy fast weights back. ``lower_iters > 1`` is accepted as JBOAT accepts it,
+    with one logged warning: the inner loop takes ``K`` steps on the fast weights and
+    every derivative above is taken at ``ỹ = y_K`` — the real ``y`` still takes one
+    step ``y ← LLopt(y, ∇_y φ(x, y_K))`` (a ``K``-step look-ahead, extragradient-like),
+    and ``v`` and ``x`` use the Hessian and gradients at ``y_K`` (docs/operators.md).
 
     Options (section ``DM``), defaults chosen so that the defaults are stable
     whenever the LL step itself is:
@@ -191,28 +200,27 @@ class DM(SingleLoopSolver):
                 for n in sorted(rules, key=lambda n: Operation_REGISTRY[n].chain_stage))
             raise ConfigError(f"DM needs na_op to be exactly {choices}, got {na_ops}; DM "
                               f"computes the UL gradient itself and runs no NA chain.")
-        if config.get("lower_iters") != 1:
-            raise ConfigError(f"DM is a single-loop method: set lower_iters: 1 (got "
-                              f"{config.get('lower_iters')}).")
         if config.get("accumulate_grad"):
             raise ConfigError("DM is a single-loop method on one problem and does not support "
                               "accumulate_grad (it would take one LL and multiplier step per "
                               "task); set accumulate_grad: false.")
-        aggregated = any(getattr(Operation_REGISTRY[n], "aggregates_objective", False)
-                         for n in config.get("gm_op") or ())
-        strategy = (config.get("DM") or {}).get("strategy", "s1")
-        cls._check_strategy(strategy, aggregated)
+        # DM.strategy is checked when it is used (optimize): upstream scripts build
+        # with one value and set another on the instance before the first run_iter.
 
     @staticmethod
     def _check_strategy(strategy, aggregated):
+        """Raise ``ConfigError`` unless ``strategy`` is usable (aggregated: s1, s2 or s3;
+        without: s1). Called at every DM step, with the value on the instance."""
         if aggregated and strategy not in STRATEGIES:
             raise ConfigError(f"DM.strategy must be one of {', '.join(STRATEGIES)}, got "
-                              f"{strategy!r}.")
+                              f"{strategy!r}; set DM: {{strategy: s1}} in the config or "
+                              f"gradient_instances[-1].strategy = 's1' on the solver.")
         if not aggregated and strategy != "s1":
             names = ", ".join(_with_attribute("gm", "aggregates_objective"))
             raise ConfigError(f"DM.strategy {strategy!r} only applies with an aggregated "
-                              f"objective (gm_op {names}); without it use strategy: s1 (or "
-                              f"add {names}).")
+                              f"objective (gm_op {names}); without it use strategy: s1 (in "
+                              f"the config, or gradient_instances[-1].strategy = 's1' "
+                              f"before run_iter), or add {names} to gm_op.")
 
     def __init__(self, ll_objective, ul_objective, ll_model, ul_model, solver_config,
                  plan=None, **kwargs):
@@ -241,6 +249,16 @@ class DM(SingleLoopSolver):
         self._view = functional_view(ll_model)
         self.auxiliary_v = [jt.zeros(var.shape, var.dtype) for var in self.ll_var]
         self.schedule = None
+        if self.lower_loop > 1:
+            logger.warning(
+                "jboat: DM with lower_iters: %d runs %s, then DM's joint step at the last "
+                "iterate (as JBOAT does); the method's (the paper's) setting is "
+                "lower_iters: 1.", self.lower_loop,
+                f"{self.lower_loop} inner-loop steps on the fast weights"
+                if any(getattr(Operation_REGISTRY[n], "runs_inner_loop", False)
+                       for n in solver_config.get("gm_op") or ()) else
+                "no extra lower-level steps (gm_op runs no inner loop, so lower_iters has "
+                "no effect)")
 
     @property
     def aggregated(self):

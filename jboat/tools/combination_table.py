@@ -176,8 +176,9 @@ def combination_table():
     fo_names = operators_by_role("fo")
     if fo_names:
         out += ["", "## fo_op", "",
-                "A first-order operator replaces the whole pipeline (`gm_op` and `na_op` must "
-                "be null):", ""]
+                "A first-order operator replaces the whole pipeline (`gm_op` and `na_op` are "
+                "then ignored, with one logged warning when they are set, as upstream JBOAT "
+                "ignores them):", ""]
         for name in fo_names:
             try:
                 normalize_config({"fo_op": name, "gm_op": None, "na_op": None,

@@ -11,16 +11,18 @@ from quadratic import Quadratic, rel_err
 
 UL_LR0 = 2.0                    # λ0: constructor lr of the UL optimizer
 ALPHA_INIT = 0.6                # GDA's weight for NGD's look-ahead step
+ALPHA_DECAY = 0.5               # GDA's decay of that weight along NGD's steps
 DM_OPTIONS = {"tau": 0.5, "p": 4.0, "mu0": 0.95, "eta0": 1.5, "auxiliary_v_lr": 0.02}
 FIRST_ITER = 1                  # current_iter of the first call ((k+1) != 1)
 POWERS = {"s1": (2, 7), "s2": (1, 5), "s3": (0, 3)}
 
 
-def reference_step(q, x, y, v, k, *, ngd, gda, line_search, strategy):
+def reference_step(q, x, y, v, k, *, ngd, gda, line_search, strategy, steps=1):
     """One DM iteration on the quadratic problem, by hand.
 
     φ = α F + (1 − α) f with α = μ0 (k+1)^{-1/p} under GDA, α = 0 (φ = f) without;
-    ỹ = y, or NGD's look-ahead ỹ = y − s ∇_y h_0(x, y) (h_0 at GDA's alpha_init).
+    ỹ = y, or NGD's look-ahead after ``steps`` = K plain LL steps
+    ỹ_{t+1} = ỹ_t − s ∇_y h_t(x, ỹ_t) (h_t at GDA's alpha_init · alpha_decay^t).
       ∇_y φ = α Cᵀ(Cỹ − t) + (1 − α)(Aỹ − Bx),  ∇²_yy φ = α CᵀC + (1 − α)A,
       ∇²_xy φ · v = −(1 − α) Bᵀv,  ∇_y F = Cᵀ(Cỹ − t),  ∇_x F = μx.
     y⁺ = y − s ∇_y φ;  r = ∇²_yy φ v − ∇_y F;  v⁺ = v − η r (RAD) or
@@ -39,9 +41,10 @@ def reference_step(q, x, y, v, k, *, ngd, gda, line_search, strategy):
         eta = o["eta0"] * k1 ** (-o["tau"] / 2) * s
         lam = UL_LR0 * k1 ** (-o["tau"]) * s
     y_tilde = y
-    if ngd:
-        a0 = ALPHA_INIT if gda else 0.0
-        y_tilde = y - s * (a0 * C.T @ (C @ y - t) + (1 - a0) * (A @ y - B @ x))
+    for step in range(steps if ngd else 0):
+        a0 = ALPHA_INIT * ALPHA_DECAY ** step if gda else 0.0
+        y_tilde = y_tilde - s * (a0 * C.T @ (C @ y_tilde - t)
+                                 + (1 - a0) * (A @ y_tilde - B @ x))
     hess = alpha * C.T @ C + (1 - alpha) * A
     g_y = alpha * C.T @ (C @ y_tilde - t) + (1 - alpha) * (A @ y_tilde - B @ x)
     r = hess @ v - C.T @ (C @ y_tilde - t)
@@ -60,10 +63,11 @@ CASES = [(gm, na, strategy)
          for strategy in strategies]
 
 
-def _build(q, gm, na, strategy="s1", **options):
-    extra = {"GDA": {"alpha_init": ALPHA_INIT, "alpha_decay": 0.5}} if "GDA" in gm else {}
+def _build(q, gm, na, strategy="s1", lower_iters=1, **options):
+    extra = {"GDA": {"alpha_init": ALPHA_INIT, "alpha_decay": ALPHA_DECAY}} if "GDA" in gm else {}
     extra.update(options)
-    return q.build(list(gm), [na], lower_iters=1, ul_opt=lambda ps: jt.optim.SGD(ps, lr=UL_LR0),
+    return q.build(list(gm), [na], lower_iters=lower_iters,
+                   ul_opt=lambda ps: jt.optim.SGD(ps, lr=UL_LR0),
                    DM=dict(DM_OPTIONS, strategy=strategy), track_losses=False, **extra)
 
 
@@ -124,10 +128,63 @@ def test_strategy_other_than_s1_needs_gda():
     q = Quadratic()
     problem = _build(q, ("DM", "NGD"), "RAD", "s1")
     problem._ll_solver.gradient_instances[-1].strategy = "s2"
+    x0 = q.upper.value.numpy().copy()
     with pytest.raises(ConfigError, match="strategy: s1"):
         problem.run_iter(q.ll_feed(), q.ul_feed(), 0)
-    with pytest.raises(ConfigError, match="strategy: s1"):
-        _build(Quadratic(), ("DM", "NGD"), "RAD", "s2")
+    np.testing.assert_array_equal(q.upper.value.numpy(), x0)   # nothing was stepped
+
+
+def test_strategy_is_checked_when_used_not_at_build():
+    """Upstream's L2 script: the config says s3 without GDA, the script sets s1 on
+    the instance before the first run_iter. That works; keeping s3 fails at the first
+    step, with the fix in the message."""
+    q = Quadratic()
+    problem = _build(q, ("DM", "NGD"), "RAD", "s3")
+    problem._ll_solver.gradient_instances[-1].strategy = "s1"
+    x, y, v = q.x0.copy(), q.y0.copy(), np.zeros(q.m)
+    x_new, y_new, _, lam = reference_step(q, x, y, v, 0, ngd=True, gda=False,
+                                          line_search=False, strategy="s1")
+    problem.run_iter(q.ll_feed(), q.ul_feed(), 0)
+    assert rel_err(q.lower.value.numpy(), y_new) < 1e-5
+    assert rel_err(q.upper.value.numpy(), x_new) < 1e-5
+    assert problem._upper_opt.param_groups[0]["lr"] == pytest.approx(lam, rel=1e-12)
+
+    q = Quadratic()
+    problem = _build(q, ("DM", "NGD"), "RAD", "s3")
+    with pytest.raises(ConfigError, match=r"strategy 's3'.*strategy: s1.*strategy = 's1'"):
+        problem.run_iter(q.ll_feed(), q.ul_feed(), 0)
+
+
+LONG_CASES = [(("DM", "NGD"), "RAD", "s1", 5), (("DM", "GDA", "NGD"), "CG", "s3", 3)]
+
+
+@pytest.mark.parametrize("gm,na,strategy,K", LONG_CASES,
+                         ids=["+".join(c[0]) + "-" + c[1] + "-K" + str(c[3]) for c in LONG_CASES])
+def test_lower_iters_above_one_runs_k_steps_then_dm(gm, na, strategy, K, caplog):
+    """lower_iters K > 1 (upstream JBOAT's L2 config has 5): K plain LL steps on the
+    fast weights, then DM's update with every derivative at y_K, applied to the real
+    y, v and x (float64 oracle); one warning names the method's setting."""
+    q = Quadratic()
+    with caplog.at_level("WARNING", logger="jboat"):
+        problem = _build(q, gm, na, strategy, lower_iters=K)
+    warnings = [r for r in caplog.records if "lower_iters: 1" in r.getMessage()]
+    assert len(warnings) == 1 and f"lower_iters: {K}" in warnings[0].getMessage()
+    dm = problem._ll_solver.gradient_instances[-1]
+    x, y, v = q.x0.copy(), q.y0.copy(), np.zeros(q.m)
+    for k in range(FIRST_ITER, FIRST_ITER + 2):
+        x_new, y_new, v_new, lam = reference_step(q, x, y, v, k, ngd=True, gda="GDA" in gm,
+                                                  line_search=na == "CG", strategy=strategy,
+                                                  steps=K)
+        one_step = reference_step(q, x, y, v, k, ngd=True, gda="GDA" in gm,
+                                  line_search=na == "CG", strategy=strategy, steps=1)
+        assert rel_err(y_new, one_step[1]) > 1e-3    # K steps differ from one here
+        problem.run_iter(q.ll_feed(), q.ul_feed(), k)
+        x_obs, y_obs = q.upper.value.numpy(), q.lower.value.numpy()
+        assert rel_err(y_obs - y, y_new - y) < 1e-4
+        assert rel_err(dm.auxiliary_v[0].numpy() - v, v_new - v) < 1e-4
+        assert rel_err(x_obs - x, x_new - x) < 1e-3
+        assert problem._upper_opt.param_groups[0]["lr"] == pytest.approx(lam, rel=1e-12)
+        x, y, v = x_new, y_new, v_new
 
 
 def test_return_grad_gives_the_dm_upper_gradient():
@@ -143,8 +200,6 @@ def test_return_grad_gives_the_dm_upper_gradient():
 
 def test_invalid_combinations_are_refused():
     q = Quadratic()
-    with pytest.raises(ConfigError, match="lower_iters: 1"):
-        q.build(["DM", "NGD"], ["RAD"], lower_iters=2)
     with pytest.raises(ConfigError, match="DI"):
         q.build(["DI", "DM", "NGD"], ["RAD"], lower_iters=1)
     for na in (["FD"], ["RAD", "PTT"], ["IAD", "CG"], ["NS"]):
