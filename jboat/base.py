@@ -13,6 +13,11 @@ class OperatorSpec:
         tracks_trajectory: the operator needs the differentiable LL history.
         supports_data_parallel: the operator gives the full-data result under
             ``data_parallel`` (FO operators never do; see ``jboat.distributed``).
+        second_order: the operator differentiates gradients of the user's losses
+            (Hessian-vector products, mixed derivatives). With it, or with
+            ``tracks_trajectory``, :class:`jboat.Problem` runs the models' layers
+            with twice-differentiable implementations
+            (:func:`jboat.higher_jit.second_order.second_order_layers`).
     """
 
     role = None
@@ -20,11 +25,18 @@ class OperatorSpec:
     config_section = None
     tracks_trajectory = False
     supports_data_parallel = True
+    second_order = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "config_section" not in cls.__dict__:
             cls.config_section = cls.__name__
+
+    @classmethod
+    def needs_second_order(cls, config):
+        """Whether, with this (normalised) config, the operator takes derivatives of
+        derivatives of the user's losses."""
+        return bool(cls.second_order or cls.tracks_trajectory)
 
     @classmethod
     def check_combination(cls, config):

@@ -83,6 +83,8 @@ class Problem:
         self._track_opt_traj = False
         selected = [self._fo_op] if self._fo_op else gm_ops + self._na_op
         self._operator_classes = [get_registered_operation(n) for n in selected]
+        #: some operator differentiates gradients: layers run twice-differentiable code
+        self._second_order = any(c.needs_second_order(cfg) for c in self._operator_classes)
         # DM updates the LL variables itself; IAD's model holds meta-parameters.
         self._copy_last_param = cfg["copy_last_param"] and not any(
             getattr(c, "keeps_lower_model", False) for c in self._operator_classes)
@@ -171,7 +173,9 @@ class Problem:
         saved = self._capture_state() if cfg["nan_guard"] else None
         with distributed.watchdog(cfg["mpi_timeout"] if self._parallel else None):
             try:
-                output, records, run_time, pending = self._iterate(pairs, current_iter, batched)
+                with higher_jit.second_order_layers(self._second_order):
+                    output, records, run_time, pending = self._iterate(pairs, current_iter,
+                                                                       batched)
                 # the iteration's one host synchronisation: NaN check, loss record, results
                 values = self._read_back(pending, check=saved is not None)
             except FloatingPointError:

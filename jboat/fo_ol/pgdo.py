@@ -67,6 +67,10 @@ class PGDO(FirstOrderOperator):
                doc="value-function gap f(x,y) − f(x,ŷ), or ||∇_y f(x,y)||²"),
     )
 
+    @classmethod
+    def needs_second_order(cls, config):
+        return cls._settings(config)["penalty"] == "gradient"
+
     def __init__(self, ll_objective, lower_loop, ul_model, ul_objective, ll_model, ll_var,
                  ul_var, solver_config, **kwargs):
         super().__init__(ll_objective, lower_loop, ul_model, ul_objective, ll_model, ll_var,

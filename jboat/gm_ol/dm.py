@@ -151,6 +151,7 @@ class DM(DynamicalSystem):
     """
 
     gm_terminal = True
+    second_order = True
     computes_upper_gradient = True
     keeps_lower_model = True
     #: its own LL and multiplier updates are not averaged across ranks (data_parallel)

@@ -8,12 +8,14 @@ rule. See ``docs/`` and the module docstrings for details.
 
 import contextlib
 
-from . import optim, patch, utils
+from . import optim, patch, second_order, utils
 from .optim import DifferentiableOptimizer, get_diff_optim, register_optim
 from .patch import _MonkeyPatchBase, monkeypatch
+from .second_order import second_order_layers
 
 __all__ = ["innerloop_ctx", "monkeypatch", "get_diff_optim", "register_optim",
-           "DifferentiableOptimizer", "patch", "optim", "utils"]
+           "DifferentiableOptimizer", "second_order_layers", "patch", "optim",
+           "second_order", "utils"]
 
 
 @contextlib.contextmanager

@@ -5,9 +5,19 @@ where each parameter lives (the owning ``__dict__`` and attribute name), and for
 each forward call swaps the fast weights in, runs the module's own ``execute`` and
 swaps the originals back in a ``finally`` block. The real module is never
 modified outside a call, so nothing needs restoring when the context closes.
+
+Buffers (stop-grad entries of ``module.parameters()``, e.g. BatchNorm's running
+statistics) are swapped for fresh copies during a call, so a forward in training
+mode (which updates them) leaves the real module's buffers untouched: the inner
+loop uses batch statistics (transductive, as in MAML) and its updates of the
+running statistics are discarded. While the patched model tracks higher
+gradients, layers without a second derivative run twice-differentiable
+substitutes (:mod:`jboat.higher_jit.second_order`).
 """
 
 import jittor as jt
+
+from .second_order import second_order_layers
 
 __all__ = ["_MonkeyPatchBase", "monkeypatch", "make_functional", "parameter_slots"]
 
@@ -131,16 +141,24 @@ class _MonkeyPatchBase:
     def __call__(self, *args, params=None, **kwargs):
         """Run the module's forward with ``params`` (default: latest) swapped in.
 
-        Side-effect free: the history is not changed by a call.
+        Side-effect free: the history is not changed by a call, and buffers the
+        forward updates in place (BatchNorm running statistics in training mode)
+        are temporary copies, so the real module's buffers keep their values.
         """
         values = self._history[-1] if params is None else list(params)
         self._check_aligned(values)
         saved = [(owner, key, owner[key]) for owner, key, _ in self._slots]
         try:
+            copies = {}
             for owner, key, index in self._slots:
                 if self._trainable[index]:
                     owner[key] = values[index]
-            return self._module(*args, **kwargs)
+                else:   # one copy per buffer, shared by its aliases
+                    if index not in copies:
+                        copies[index] = values[index].clone().stop_grad()
+                    owner[key] = copies[index]
+            with second_order_layers(self._track_higher_grads):
+                return self._module(*args, **kwargs)
         finally:
             for owner, key, original in saved:
                 owner[key] = original

@@ -79,6 +79,7 @@ class ImplicitHyperGradient(HyperGradient):
 
     config_section = "CG"
     options = IMPLICIT_OPTIONS
+    second_order = True
     accepts_prefix = ("IAD",)
 
     def __init__(self, ll_objective, ul_objective, ll_model, ul_model, ll_var, ul_var,
