@@ -18,6 +18,8 @@ class OperatorSpec:
             ``tracks_trajectory``, :class:`jboat.Problem` runs the models' layers
             with twice-differentiable implementations
             (:func:`jboat.higher_jit.second_order.second_order_layers`).
+        stops_step_gradients: the operator makes the LL steps' gradients constants
+            (FOA), so differentiating the trajectory needs first derivatives only.
     """
 
     role = None
@@ -26,6 +28,7 @@ class OperatorSpec:
     tracks_trajectory = False
     supports_data_parallel = True
     second_order = False
+    stops_step_gradients = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -36,7 +39,9 @@ class OperatorSpec:
     def needs_second_order(cls, config):
         """Whether, with this (normalised) config, the operator takes derivatives of
         derivatives of the user's losses."""
-        return bool(cls.second_order or cls.tracks_trajectory)
+        if cls.second_order:
+            return True
+        return cls.tracks_trajectory and not _step_gradients_stopped(config)
 
     @classmethod
     def check_combination(cls, config):
@@ -51,3 +56,10 @@ class OperatorSpec:
         """Restore what :meth:`state_dict` returned (Vars or numpy arrays)."""
         if state:
             raise ValueError(f"{type(self).__name__} keeps no state but got {sorted(state)}.")
+
+
+def _step_gradients_stopped(config):
+    from .operation_registry import get_registered_operation
+
+    names = list(config.get("gm_op") or ()) + list(config.get("na_op") or ())
+    return any(get_registered_operation(n).stops_step_gradients for n in names)

@@ -378,7 +378,8 @@ class Problem:
                   copy_last):
         with higher_jit.innerloop_ctx(self._ll_model, self._lower_opt,
                                       copy_initial_weights=False,
-                                      track_higher_grads=self._track_opt_traj) as (aux_model, aux_opt):
+                                      track_higher_grads=self._track_opt_traj,
+                                      second_order=self._second_order) as (aux_model, aux_opt):
             if self._parallel == "data":   # full-data step gradients, differentiably
                 aux_opt.gradient_reduction = distributed.mean_across_ranks
             dynamic = self._ll_solver.optimize(ll_feed_dict=ll_feed_dict,

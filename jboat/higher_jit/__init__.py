@@ -20,14 +20,15 @@ __all__ = ["innerloop_ctx", "monkeypatch", "get_diff_optim", "register_optim",
 
 @contextlib.contextmanager
 def innerloop_ctx(model, opt, device=None, copy_initial_weights=True, override=None,
-                  track_higher_grads=True):
+                  track_higher_grads=True, second_order=None):
     """Context yielding a patched view of ``model`` and a differentiable ``opt`` twin.
 
     The real module and optimizer are never modified; leaving the context drops
-    the recorded fast-weight history.
+    the recorded fast-weight history. ``second_order``: see :func:`monkeypatch`
+    (None: twice-differentiable layer substitutes while tracking higher grads).
     """
     fmodel = monkeypatch(model, device, copy_initial_weights=copy_initial_weights,
-                         track_higher_grads=track_higher_grads)
+                         track_higher_grads=track_higher_grads, second_order=second_order)
     diffopt = get_diff_optim(opt, model.parameters(), fmodel=fmodel, device=device,
                              override=override, track_higher_grads=track_higher_grads)
     yield fmodel, diffopt

@@ -56,9 +56,12 @@ class _MonkeyPatchBase:
             weights at time 0.
         track_higher_grads: keep the whole history of fast weights (each a
             differentiable function of the previous ones) or only the latest.
+        second_order: run forwards with twice-differentiable layer substitutes
+            (:func:`~jboat.higher_jit.second_order.second_order_layers`); ``None``
+            (default): while ``track_higher_grads`` is on.
     """
 
-    def __init__(self, module, initial_params, track_higher_grads=True):
+    def __init__(self, module, initial_params, track_higher_grads=True, second_order=None):
         if isinstance(module, _MonkeyPatchBase):
             raise ValueError("This module is already patched; pass the original "
                              "jittor.Module to monkeypatch.")
@@ -68,6 +71,7 @@ class _MonkeyPatchBase:
         object.__setattr__(self, "_slots", slots)
         object.__setattr__(self, "_trainable", [not p.is_stop_grad() for p in params])
         object.__setattr__(self, "_history", [])
+        object.__setattr__(self, "_second_order", second_order)
         self.track_higher_grads = track_higher_grads
         self._check_aligned(initial_params)
         self._history.append(list(initial_params))
@@ -157,7 +161,10 @@ class _MonkeyPatchBase:
                     if index not in copies:
                         copies[index] = values[index].clone().stop_grad()
                     owner[key] = copies[index]
-            with second_order_layers(self._track_higher_grads):
+            second_order = self._second_order
+            if second_order is None:
+                second_order = self._track_higher_grads
+            with second_order_layers(second_order):
                 return self._module(*args, **kwargs)
         finally:
             for owner, key, original in saved:
@@ -187,7 +194,8 @@ class _MonkeyPatchBase:
         return f"Patched({self._module!r})"
 
 
-def monkeypatch(module, device=None, copy_initial_weights=True, track_higher_grads=True):
+def monkeypatch(module, device=None, copy_initial_weights=True, track_higher_grads=True,
+                second_order=None):
     """Return a patched, stateless view of ``module``.
 
     Args:
@@ -199,6 +207,9 @@ def monkeypatch(module, device=None, copy_initial_weights=True, track_higher_gra
             Either way they are value snapshots: later updates of the real
             parameters do not change them.
         track_higher_grads: keep the differentiable history of fast weights.
+        second_order: forwards run twice-differentiable substitutes for layers
+            whose backward has no derivative (True), the stock kernels (False), or
+            the former while ``track_higher_grads`` is on (None, the default).
     """
     if isinstance(module, _MonkeyPatchBase):
         raise ValueError("This module is already patched; pass the original "
@@ -213,7 +224,8 @@ def monkeypatch(module, device=None, copy_initial_weights=True, track_higher_gra
             initial.append(p.detach())
         else:
             initial.append(p.clone())
-    return _MonkeyPatchBase(module, initial, track_higher_grads=track_higher_grads)
+    return _MonkeyPatchBase(module, initial, track_higher_grads=track_higher_grads,
+                            second_order=second_order)
 
 
 make_functional = monkeypatch

@@ -25,6 +25,7 @@ class FOA(HyperGradient):
     """
 
     na_stage = "pre"
+    stops_step_gradients = True
 
     @classmethod
     def check_combination(cls, config):
