@@ -18,7 +18,9 @@ Not a test: it prints tables. Each implementation runs in its own subprocess
 
 Implementations (``--impls``): ``jboat`` (defaults: loss tracking and NaN guard on),
 ``jboat-lean`` (``track_losses: false, nan_guard: false``), ``floor``
-(bench/jittor_l2.py ``Floor``), ``boat-torch`` and, on request, ``boat-jit`` (PyPI
+(bench/jittor_l2.py ``Floor``), ``boat-torch`` (run with 1 and with 2 PyTorch threads,
+``--torch-threads``, in separate processes; the faster is kept: PyTorch's 2-thread CPU
+kernels can be several times slower than 1 thread on a 2-vCPU machine) and, on request, ``boat-jit`` (PyPI
 1.1.1, one bounded process per combination) when importable: ``boat-jit`` by this
 Python, ``boat-torch`` by this Python or by
 ``--torch-python`` / ``$JBOAT_BENCH_TORCH_PYTHON`` (e.g. a virtual environment
@@ -73,10 +75,12 @@ def _env_for_imports():
 
 
 def run_worker(python, impl, size, K, combos, iters, warmup, memory=False, series=False,
-               timeout=900):
+               timeout=900, threads=None):
     cmd = [python, os.path.join(HERE, "worker.py"), "--impl", impl, "--size", size,
            "--lower-iters", str(K), "--combos", ",".join(combos), "--iters", str(iters),
            "--warmup", str(warmup)]
+    if threads:
+        cmd += ["--threads", str(threads)]
     if memory:
         cmd.append("--memory")
     if series:
@@ -93,6 +97,23 @@ def run_worker(python, impl, size, K, combos, iters, warmup, memory=False, serie
         records = [{"impl": impl, "combo": c, "size": size, "lower_iters": K,
                     "error": f"worker failed: {tail[-300:]}"} for c in combos]
     return records
+
+
+def run_best_threads(python, thread_counts, size, K, combos, iters, warmup):
+    """boat-torch once per thread count (separate processes); per combination the
+    faster record, marked with its thread count and every count's median."""
+    runs = [run_worker(python, "boat-torch", size, K, combos, iters, warmup, threads=t)
+            for t in thread_counts]
+    best = []
+    for records in zip(*runs):
+        good = [r for r in records if "error" not in r]
+        if not good:
+            best.append(records[0])
+            continue
+        fastest = dict(min(good, key=lambda r: r["median_s"]))
+        fastest["median_s_by_threads"] = {r["threads"]: r["median_s"] for r in good}
+        best.append(fastest)
+    return best
 
 
 def machine_line():
@@ -140,8 +161,11 @@ def print_time_table(records, sizes, Ks, impls):
                 for impl in impls:
                     r = index.get((impl, combo, size, K))
                     cells[impl] = r
-                    row.append("" if r is None else (f"{fmt_ms(r)} ({fmt_ms(r, 'first_s')})"
-                                                      if "error" not in r else "n/a"))
+                    cell = "" if r is None else (f"{fmt_ms(r)} ({fmt_ms(r, 'first_s')})"
+                                                 if "error" not in r else "n/a")
+                    if r is not None and r.get("median_s_by_threads"):
+                        cell += " x" + str(r["threads"])
+                    row.append(cell)
                 for num, den in (("jboat", "floor"), ("jboat-lean", "floor"),
                                  ("jboat", "boat-torch"), ("jboat-lean", "boat-torch"),
                                  ("jboat", "boat-jit")):
@@ -225,8 +249,13 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="large size, lower_iters 5, shared operators, no memory runs")
     parser.add_argument("--torch-python", default=os.environ.get("JBOAT_BENCH_TORCH_PYTHON"))
+    parser.add_argument("--torch-threads", default="1,2",
+                        help="boat-torch runs once per thread count (torch.set_num_threads, "
+                             "separate processes); the faster is reported, its count after "
+                             "an x")
     parser.add_argument("--json", help="also write every record to this file")
     args = parser.parse_args(argv)
+    torch_threads = [int(t) for t in args.torch_threads.split(",")]
     if args.quick:
         args.sizes, args.lower_iters, args.combos, args.no_memory = "large", "5", "shared", True
     sizes, Ks = args.sizes.split(","), [int(k) for k in args.lower_iters.split(",")]
@@ -262,6 +291,10 @@ def main(argv=None):
                                                   args.iters, args.warmup,
                                                   timeout=args.peer_timeout)
                         continue
+                    if impl == "boat-torch":   # the peer at its best thread count
+                        records += run_best_threads(pythons[impl], torch_threads, size, K,
+                                                    combos, args.iters, args.warmup)
+                        continue
                     records += run_worker(pythons[impl], impl, size, K, combos, args.iters,
                                           args.warmup)
         print_time_table(records, sizes, Ks, available)
@@ -283,8 +316,14 @@ def main(argv=None):
                     continue
                 for K in Ks:
                     for combo in combos:
+                        threads = None
+                        if impl == "boat-torch":   # the count that was faster for timing
+                            timed = [r for r in records if r["impl"] == impl
+                                     and r["combo"] == combo and r["size"] == "large"
+                                     and r["lower_iters"] == K and "error" not in r]
+                            threads = timed[0]["threads"] if timed else torch_threads[0]
                         memory += run_worker(pythons[impl], impl, "large", K, [combo], iters=2,
-                                             warmup=1, memory=True)
+                                             warmup=1, memory=True, threads=threads)
             print_memory_table(memory, Ks, [i for i in available
                                             if i not in ("jboat-lean", "boat-jit")])
     if not args.no_flat and "jboat" in available:

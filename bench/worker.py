@@ -80,9 +80,12 @@ def jittor_runner(impl):
         " use_mkl=" + os.environ.get("use_mkl", "?"))
 
 
-def boat_torch_runner():
+def boat_torch_runner(threads=None):
     import torch
     import torch_l2 as T
+
+    if threads:
+        torch.set_num_threads(threads)
 
     def make(combo, K, size, data):
         step = T.boat_torch_problem(combo, K, size, data)
@@ -182,17 +185,20 @@ def main(argv=None):
                              "per process: the allocators keep what earlier ones took)")
     parser.add_argument("--series", action="store_true",
                         help="print every per-iteration time (flatness check)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="boat-torch: torch.set_num_threads (default: PyTorch's choice)")
     args = parser.parse_args(argv)
     if args.impl in ("jboat", "jboat-lean", "floor", "paired"):
         make, cleanup, framework = jittor_runner("floor" if args.impl == "paired" else args.impl)
     elif args.impl == "boat-torch":
-        make, cleanup, framework = boat_torch_runner()
+        make, cleanup, framework = boat_torch_runner(args.threads)
     else:
         make, cleanup, framework = boat_jit_runner()
     data = P.make_data(args.size)
     for combo in args.combos.split(","):
         record = {"impl": args.impl, "combo": combo, "size": args.size,
-                  "lower_iters": args.lower_iters, "framework": framework}
+                  "lower_iters": args.lower_iters, "framework": framework,
+                  "threads": args.threads}
         try:
             if args.impl == "paired":
                 record.update(measure_paired(combo, args.lower_iters, args.size, data,

@@ -18,6 +18,11 @@ class OperatorSpec:
             run first to last, ranks inside a group left to right).
         effect_on_trajectory: for operators that only act on the recorded
             trajectory, what they do (logged as "has no effect" when nothing records it).
+        second_order: the operator differentiates gradients of the user's losses
+            (Hessian-vector products, mixed derivatives); :class:`jboat.Problem` then
+            runs the models' layers with twice-differentiable implementations
+            (:func:`jboat.higher_jit.second_order.second_order_layers`), as it does
+            when a recorded trajectory is differentiated with second-order terms.
     """
 
     role = None
@@ -27,6 +32,7 @@ class OperatorSpec:
     supports_data_parallel = True
     chain_stage = (1, 100)
     effect_on_trajectory = None
+    second_order = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -37,6 +43,13 @@ class OperatorSpec:
     def configure_plan(cls, plan, config):
         """Adjust the :class:`jboat.plan.InnerLoopPlan` for this operator (default: no
         change). ``config`` is the normalised solver config."""
+
+    @classmethod
+    def needs_second_order(cls, config):
+        """Whether, with this (normalised) config, the operator takes derivatives of
+        derivatives of the user's losses (besides differentiating a recorded
+        trajectory, which the plan accounts for)."""
+        return cls.second_order
 
     @classmethod
     def check_combination(cls, config):

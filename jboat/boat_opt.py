@@ -99,6 +99,11 @@ class Problem:
         self._plan = None if self._fo_op else build_plan(
             cfg, self._operator_classes, self._ll_loss,
             reduce=distributed.data_parallel_reduction(cfg))
+        #: some operator differentiates gradients (or a recorded trajectory with its
+        #: second-order terms): the models' layers run twice-differentiable code
+        self._second_order = (
+            any(c.needs_second_order(cfg) for c in self._operator_classes)
+            or (self._plan is not None and self._plan.record and not self._plan.first_order))
 
     # -- set-up --------------------------------------------------------------------------
     @staticmethod
@@ -180,7 +185,8 @@ class Problem:
         with distributed.watchdog(cfg["mpi_timeout"] if self._parallel else None):
             try:
                 start = time.perf_counter()
-                output, records, pending = self._iterate(pairs, current_iter, batched)
+                with higher_jit.second_order_layers(self._second_order):
+                    output, records, pending = self._iterate(pairs, current_iter, batched)
                 # the iteration's one host synchronisation: NaN check, loss record,
                 # results, and the updated variables (so that the clock sees the work)
                 values = self._read_back(pending, check=saved is not None)
@@ -386,7 +392,8 @@ class Problem:
         solver = self._ll_solver
         with higher_jit.innerloop_ctx(self._ll_model, self._lower_opt,
                                       copy_initial_weights=False,
-                                      track_higher_grads=self._track_opt_traj) as (aux_model, aux_opt):
+                                      track_higher_grads=self._track_opt_traj,
+                                      second_order=self._second_order) as (aux_model, aux_opt):
             if self._parallel == "data":   # full-data step gradients, differentiably
                 aux_opt.gradient_reduction = distributed.mean_across_ranks
             trajectory = solver.run(ll_feed_dict, ul_feed_dict, aux_model, aux_opt,

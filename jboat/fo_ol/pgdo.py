@@ -67,6 +67,10 @@ class PGDO(FirstOrderOperator):
                doc="value-function gap f(x,y) − f(x,ŷ), or ||∇_y f(x,y)||²"),
     )
 
+    @classmethod
+    def needs_second_order(cls, config):
+        return cls._settings(config)["penalty"] == "gradient"
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.y_hat = snapshot(self.ll_var)

@@ -169,6 +169,7 @@ class DM(SingleLoopSolver):
     role = "gm"
     gm_terminal = True
     chain_stage = (1, 1)
+    second_order = True
     computes_upper_gradient = True
     keeps_lower_model = True
     #: its own LL and multiplier updates are not averaged across ranks (data_parallel)

@@ -5,9 +5,19 @@ where each parameter lives (the owning ``__dict__`` and attribute name), and for
 each forward call swaps the fast weights in, runs the module's own ``execute`` and
 swaps the originals back in a ``finally`` block. The real module is never
 modified outside a call, so nothing needs restoring when the context closes.
+
+Buffers (stop-grad entries of ``module.parameters()``, e.g. BatchNorm's running
+statistics) are swapped for fresh copies during a call, so a forward in training
+mode (which updates them) leaves the real module's buffers untouched: the inner
+loop uses batch statistics (transductive, as in MAML) and its updates of the
+running statistics are discarded. While the patched model tracks higher
+gradients, layers without a second derivative run twice-differentiable
+substitutes (:mod:`jboat.higher_jit.second_order`).
 """
 
 import jittor as jt
+
+from .second_order import second_order_layers
 
 __all__ = ["_MonkeyPatchBase", "monkeypatch", "functional_view", "make_functional",
            "parameter_slots"]
@@ -47,9 +57,12 @@ class _MonkeyPatchBase:
             weights at time 0.
         track_higher_grads: keep the whole history of fast weights (each a
             differentiable function of the previous ones) or only the latest.
+        second_order: run forwards with twice-differentiable layer substitutes
+            (:func:`~jboat.higher_jit.second_order.second_order_layers`); ``None``
+            (default): while ``track_higher_grads`` is on.
     """
 
-    def __init__(self, module, initial_params, track_higher_grads=True):
+    def __init__(self, module, initial_params, track_higher_grads=True, second_order=None):
         if isinstance(module, _MonkeyPatchBase):
             raise ValueError("This module is already patched; pass the original "
                              "jittor.Module to monkeypatch.")
@@ -59,6 +72,7 @@ class _MonkeyPatchBase:
         object.__setattr__(self, "_slots", slots)
         object.__setattr__(self, "_trainable", [not p.is_stop_grad() for p in params])
         object.__setattr__(self, "_history", [])
+        object.__setattr__(self, "_second_order", second_order)
         self.track_higher_grads = track_higher_grads
         self._check_aligned(initial_params)
         self._history.append(list(initial_params))
@@ -132,16 +146,27 @@ class _MonkeyPatchBase:
     def __call__(self, *args, params=None, **kwargs):
         """Run the module's forward with ``params`` (default: latest) swapped in.
 
-        Side-effect free: the history is not changed by a call.
+        Side-effect free: the history is not changed by a call, and buffers the
+        forward updates in place (BatchNorm running statistics in training mode)
+        are temporary copies, so the real module's buffers keep their values.
         """
         values = self._history[-1] if params is None else list(params)
         self._check_aligned(values)
         saved = [(owner, key, owner[key]) for owner, key, _ in self._slots]
         try:
+            copies = {}
             for owner, key, index in self._slots:
                 if self._trainable[index]:
                     owner[key] = values[index]
-            return self._module(*args, **kwargs)
+                else:   # one copy per buffer, shared by its aliases
+                    if index not in copies:
+                        copies[index] = values[index].clone().stop_grad()
+                    owner[key] = copies[index]
+            second_order = self._second_order
+            if second_order is None:
+                second_order = self._track_higher_grads
+            with second_order_layers(second_order):
+                return self._module(*args, **kwargs)
         finally:
             for owner, key, original in saved:
                 owner[key] = original
@@ -170,7 +195,8 @@ class _MonkeyPatchBase:
         return f"Patched({self._module!r})"
 
 
-def monkeypatch(module, device=None, copy_initial_weights=True, track_higher_grads=True):
+def monkeypatch(module, device=None, copy_initial_weights=True, track_higher_grads=True,
+                second_order=None):
     """Return a patched, stateless view of ``module``.
 
     Args:
@@ -182,6 +208,9 @@ def monkeypatch(module, device=None, copy_initial_weights=True, track_higher_gra
             Either way they are value snapshots: later updates of the real
             parameters do not change them.
         track_higher_grads: keep the differentiable history of fast weights.
+        second_order: forwards run twice-differentiable substitutes for layers
+            whose backward has no derivative (True), the stock kernels (False), or
+            the former while ``track_higher_grads`` is on (None, the default).
     """
     if isinstance(module, _MonkeyPatchBase):
         raise ValueError("This module is already patched; pass the original "
@@ -196,7 +225,8 @@ def monkeypatch(module, device=None, copy_initial_weights=True, track_higher_gra
             initial.append(p.detach())
         else:
             initial.append(p.clone())
-    return _MonkeyPatchBase(module, initial, track_higher_grads=track_higher_grads)
+    return _MonkeyPatchBase(module, initial, track_higher_grads=track_higher_grads,
+                            second_order=second_order)
 
 
 make_functional = monkeypatch

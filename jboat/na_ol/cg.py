@@ -77,6 +77,7 @@ class ImplicitHyperGradient(HyperGradient):
     options = IMPLICIT_OPTIONS
     accepts_retarget = True
     chain_stage = (2, 0)
+    second_order = True
 
     def __init__(self, ll_objective, ul_objective, ll_model, ul_model, ll_var, ul_var,
                  solver_config, plan=None, **kwargs):

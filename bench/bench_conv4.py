@@ -1,0 +1,355 @@
+"""Benchmark: Conv4 meta-learning (MAML K=1/5/10, FOMAML, iMAML), jboat vs a hand-written
+Jittor floor vs PyTorch + ``higher``.
+
+    python bench/bench_conv4.py                         # every setting, 64 channels
+    python bench/bench_conv4.py --settings MAML-K5,FOMAML-K5 --rounds 3
+    python bench/bench_conv4.py --torch-python /tmp/peers/bin/python
+
+Not a test: it prints tables. The problem is bench/conv4_problem.py (28x28, 5-way
+1-shot, 15 queries per class, meta-batch 4, Conv4 with BatchNorm and max-pooling).
+Each run is a subprocess (this file with ``--worker``):
+
+* ``paired``: jboat (``track_losses``/``nan_guard`` off, the floor's work) and the floor
+  (bench/conv4_jittor.py), one meta-iteration each in turn in one process, so machine
+  noise hits both alike: their ratio is the steadiest number here;
+* ``torch`` with 1 and with 2 threads (``torch.set_num_threads``), each in its own
+  process; the faster is the peer's time (PyTorch's 2-thread CPU kernels can be much
+  slower than 1 thread on a 2-vCPU machine).
+
+Per setting the three processes run one after the other, ``--rounds`` times
+(interleaved rounds); printed are the medians per round and, over rounds, the median
+ms per meta-iteration and the ratios jboat/floor (within each paired process) and
+jboat/torch (jboat's median of a round over the faster torch median of the same
+round). Memory: peak resident memory above the level just before the first
+meta-iteration, one fresh process per implementation and setting (``--no-memory``
+skips it).
+"""
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)     # this checkout's jboat, not an installed one
+sys.path.insert(0, HERE)
+
+import conv4_problem as P  # noqa: E402
+
+
+# -- worker ------------------------------------------------------------------------------
+def _memory_mb():
+    fields = {}
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            fields[key] = value
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def _reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _jittor_impls(names, setting, data, weights):
+    import conv4_jittor as J
+    makers = {"jboat": lambda: J.make_jboat(setting, data, weights, lean=True),
+              "jboat-defaults": lambda: J.make_jboat(setting, data, weights, lean=False),
+              "floor": lambda: J.make_floor(setting, data, weights)}
+    return {name: makers[name]() for name in names}, J.sync, J.cleanup, "jittor"
+
+
+def check_worker(args):
+    """Save the first meta-batch's meta-gradients (jboat and floor, or torch)."""
+    import numpy as np
+    setting = P.SETTINGS[args.setting]
+    data, weights = P.make_data(), P.initial_weights(args.channels)
+    if args.worker == "check-torch":
+        import conv4_torch as T
+        grads = {"torch": T.meta_gradients(setting, data, weights)}
+    else:
+        import conv4_jittor as J
+        grads = J.meta_gradients(setting, data, weights)
+    np.savez(args.out, **{f"{name}_{i}": g for name, gs in grads.items()
+                          for i, g in enumerate(gs)})
+
+
+def check(python, torch_python, has_torch, settings, channels):
+    """Relative error of jboat's and the floor's meta-gradients against each other and
+    against PyTorch + higher (same weights and data; float32)."""
+    import tempfile
+
+    import numpy as np
+    print(f"\n## meta-gradient check ({channels} channels): max over weight tensors "
+          "(not the conv biases: BatchNorm cancels them) of ||a - b|| / ||b||")
+    for name in settings:
+        with tempfile.TemporaryDirectory() as tmp:
+            arrays = {}
+            for worker_name, exe in (("check-jittor", python), ("check-torch", torch_python)):
+                if worker_name == "check-torch" and not has_torch:
+                    continue
+                out = os.path.join(tmp, worker_name + ".npz")
+                cmd = [exe, os.path.abspath(__file__), "--worker", worker_name, "--setting",
+                       name, "--channels", str(channels), "--out", out]
+                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                if proc.returncode:
+                    print(f"{name}: {worker_name} failed: {proc.stderr.strip()[-300:]}")
+                    continue
+                with np.load(out) as loaded:
+                    arrays.update({k: loaded[k] for k in loaded.files})
+
+        def group(prefix):
+            keys = sorted((k for k in arrays if k.startswith(prefix + "_")),
+                          key=lambda k: int(k.rsplit("_", 1)[1]))
+            return [arrays[k] for k in keys]
+
+        def rel(a, b):
+            # conv biases are left out: BatchNorm cancels them, their gradients are
+            # rounding noise around 0
+            if not a or not b:
+                return "n/a"
+            keep = [i for i in range(len(a)) if not (i < 16 and i % 4 == 1)]
+            return f"{max(np.linalg.norm(a[i] - b[i]) / max(np.linalg.norm(b[i]), 1e-30) for i in keep):.1e}"
+        jb, fl, to = group("jboat"), group("floor"), group("torch")
+        print(f"{name}: jboat vs floor {rel(jb, fl)}; jboat vs torch {rel(jb, to)}; "
+              f"floor vs torch {rel(fl, to)}", flush=True)
+
+
+def worker(args):
+    if args.worker.startswith("check"):
+        return check_worker(args)
+    setting = P.SETTINGS[args.setting]
+    data = P.make_data()
+    weights = P.initial_weights(args.channels)
+    if args.worker == "torch":
+        import torch
+        torch.set_num_threads(args.threads)
+        import conv4_torch as T
+        steps, sync, cleanup = {"torch": T.make_torch(setting, data, weights)}, T.sync, T.cleanup
+        framework = f"torch {torch.__version__} threads={torch.get_num_threads()}"
+    else:
+        names = ["floor", "jboat"] if args.worker == "paired" else [args.worker]
+        if args.with_defaults and args.worker == "paired":
+            names.append("jboat-defaults")
+        steps, sync, cleanup, framework = _jittor_impls(names, setting, data, weights)
+        import jittor as jt
+        framework = f"jittor {jt.__version__} use_mkl={os.environ.get('use_mkl', '?')}"
+    gc.collect()
+    base_rss, _ = _memory_mb()
+    has_peak = _reset_peak()
+    times = {name: [] for name in steps}
+    first = {}
+    for it in range(args.warmup + args.iters):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step(it)
+            sync()
+            elapsed = time.perf_counter() - start
+            if it == 0:
+                first[name] = elapsed
+            if it >= args.warmup:
+                times[name].append(elapsed)
+    _, peak = _memory_mb()
+    cleanup()
+    record = {"worker": args.worker, "setting": args.setting, "channels": args.channels,
+              "framework": framework, "threads": args.threads,
+              "median_s": {n: statistics.median(t) for n, t in times.items()},
+              "first_s": first, "times": times,
+              "peak_mb": (peak - base_rss) if has_peak else None}
+    sys.stdout.write("\nRESULT " + json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+# -- driver ------------------------------------------------------------------------------
+def run_worker(python, worker_name, setting, channels, iters, warmup, threads=1,
+               with_defaults=False, timeout=1800):
+    cmd = [python, os.path.abspath(__file__), "--worker", worker_name, "--setting", setting,
+           "--channels", str(channels), "--iters", str(iters), "--warmup", str(warmup),
+           "--threads", str(threads)]
+    if with_defaults:
+        cmd.append("--with-defaults")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT {"):
+            return json.loads(line[len("RESULT "):])
+    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+    return {"error": f"worker failed: {tail[-400:]}"}
+
+
+def _importable(python, module):
+    try:
+        return subprocess.run([python, "-c", f"import {module}"], capture_output=True,
+                              timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def machine_line():
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"machine: {cpu}, {os.cpu_count()} cores, load average "
+            f"{os.getloadavg()[0]:.2f} at start; Python {platform.python_version()}")
+
+
+def ms(seconds):
+    return f"{1e3 * seconds:.0f}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--settings", default=",".join(P.SETTINGS))
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--iters", type=int, default=8, help="timed meta-iterations per run")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed first iterations")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per setting")
+    parser.add_argument("--torch-python", default=os.environ.get("JBOAT_BENCH_TORCH_PYTHON"))
+    parser.add_argument("--threads", default="1,2", help="PyTorch thread counts to try")
+    parser.add_argument("--with-defaults", action="store_true",
+                        help="also time jboat with its defaults (track_losses, nan_guard)")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--check", type=int, default=8, metavar="CHANNELS",
+                        help="first compare the meta-gradients of every implementation "
+                             "on a Conv4 this wide (0: skip)")
+    parser.add_argument("--json", help="also write every record to this file")
+    # worker mode
+    parser.add_argument("--worker", choices=("paired", "jboat", "jboat-defaults", "floor",
+                                             "torch", "check-jittor", "check-torch"))
+    parser.add_argument("--out", help="check workers: .npz file to write")
+    parser.add_argument("--setting", choices=sorted(P.SETTINGS))
+    args, _ = parser.parse_known_args(argv)
+    if args.worker:
+        args.threads = int(args.threads.split(",")[0])
+        return worker(args)
+
+    python = sys.executable
+    torch_python = args.torch_python or python
+    has_torch = _importable(torch_python, "higher") and _importable(torch_python, "torch")
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    settings = args.settings.split(",")
+    print(f"# Conv4 meta-learning benchmark ({args.channels} channels, 28x28, "
+          f"{P.WAYS}-way {P.SHOTS}-shot, {P.QUERY} queries, meta-batch {P.META_BATCH})")
+    print(machine_line())
+    if not has_torch:
+        print(f"(PyTorch + higher: not importable by {torch_python}; skipped)")
+    start = time.time()
+    if args.check:
+        check(python, torch_python, has_torch, settings, args.check)
+    records, summary = [], []
+    for name in settings:
+        rounds = []
+        for r in range(args.rounds):
+            paired = run_worker(python, "paired", name, args.channels, args.iters,
+                                args.warmup, with_defaults=args.with_defaults)
+            records.append(paired)
+            torch_runs = []
+            if has_torch:
+                for threads in thread_counts:
+                    run = run_worker(torch_python, "torch", name, args.channels, args.iters,
+                                     args.warmup, threads=threads)
+                    records.append(run)
+                    torch_runs.append(run)
+            rounds.append((paired, torch_runs))
+            cells = []
+            if "error" in paired:
+                cells.append(f"paired: {paired['error']}")
+            else:
+                m = paired["median_s"]
+                cells.append(" ".join(f"{k} {ms(v)}" for k, v in m.items()))
+                cells.append(f"jboat/floor {m['jboat'] / m['floor']:.2f}")
+            for run in torch_runs:
+                cells.append(f"torch x{run['threads']} " + (
+                    ms(run["median_s"]["torch"]) if "error" not in run else run["error"]))
+            print(f"{name} round {r + 1}: " + "; ".join(cells), flush=True)
+        summary.append((name, rounds))
+
+    print("\n## median ms per meta-iteration (median over rounds of each run's median)")
+    print("| setting | floor | jboat | torch (best threads) | jboat/floor | jboat/torch | "
+          "floor/torch |")
+    print("|---|---|---|---|---|---|---|")
+    table = []
+    for name, rounds in summary:
+        ok = [(p, t) for p, t in rounds if "error" not in p]
+        if not ok:
+            print(f"| {name} | n/a | | | | | |")
+            continue
+        floor = statistics.median(p["median_s"]["floor"] for p, _ in ok)
+        jb = statistics.median(p["median_s"]["jboat"] for p, _ in ok)
+        jf = statistics.median(p["median_s"]["jboat"] / p["median_s"]["floor"] for p, _ in ok)
+        row = {"setting": name, "floor_ms": 1e3 * floor, "jboat_ms": 1e3 * jb,
+               "jboat/floor": jf}
+        best = []
+        for p, t in ok:
+            good = [run for run in t if "error" not in run]
+            if good:
+                fastest = min(good, key=lambda run: run["median_s"]["torch"])
+                best.append((p, fastest))
+        if best:
+            tt = statistics.median(b["median_s"]["torch"] for _, b in best)
+            row.update({
+                "torch_ms": 1e3 * tt,
+                "torch_threads": [b["threads"] for _, b in best],
+                "jboat/torch": statistics.median(p["median_s"]["jboat"] / b["median_s"]["torch"]
+                                                 for p, b in best),
+                "floor/torch": statistics.median(p["median_s"]["floor"] / b["median_s"]["torch"]
+                                                 for p, b in best)})
+        table.append(row)
+        torch_cell = (f"{row['torch_ms']:.0f} (x{'/'.join(map(str, row['torch_threads']))})"
+                      if "torch_ms" in row else "")
+        print(f"| {name} | {row['floor_ms']:.0f} | {row['jboat_ms']:.0f} | {torch_cell} | "
+              f"{jf:.2f} | " + (f"{row['jboat/torch']:.2f} | {row['floor/torch']:.2f} |"
+                                if "torch_ms" in row else " | |"))
+
+    memory = []
+    if not args.no_memory:
+        print("\n## peak resident memory above the level before the first meta-iteration "
+              "(MiB; fresh process each, 3 iterations)")
+        print("| setting | floor | jboat | torch |")
+        print("|---|---|---|---|")
+        for name in settings:
+            cells = []
+            for impl in ("floor", "jboat", "torch"):
+                if impl == "torch" and not has_torch:
+                    cells.append("")
+                    continue
+                threads = 1
+                row = next((r for r in table if r["setting"] == name), {})
+                if impl == "torch" and row.get("torch_threads"):
+                    threads = statistics.mode(row["torch_threads"])
+                run = run_worker(torch_python if impl == "torch" else python, impl, name,
+                                 args.channels, iters=2, warmup=1, threads=threads)
+                run["memory_run"] = True
+                memory.append(run)
+                cells.append("n/a" if "error" in run or run.get("peak_mb") is None
+                             else f"{run['peak_mb']:.0f}")
+            print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    print(f"\n(total benchmark time {time.time() - start:.0f} s; load average at the end "
+          f"{os.getloadavg()[0]:.2f})")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"machine": machine_line(), "records": records, "table": table,
+                       "memory": memory}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Twice-differentiable layer substitutes: same values, switched on only where needed,
+and BatchNorm buffers untouched by fast-weight forwards."""
+
+import jittor as jt
+import numpy as np
+import pytest
+
+from jboat import higher_jit
+from jboat.higher_jit import second_order
+from jboat.higher_jit.second_order import second_order_layers, substitutes_active
+from jboat.tools import second_order_audit
+from quadratic import Quadratic
+
+POOLS = [
+    lambda: jt.nn.MaxPool2d(2),
+    lambda: jt.nn.MaxPool2d(3, 1, 1),
+    lambda: jt.nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+    lambda: jt.nn.AvgPool2d(3, 2, ceil_mode=True),
+    lambda: jt.nn.AvgPool2d(3, 2, 1, ceil_mode=True),
+    lambda: jt.nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
+    lambda: jt.nn.Pool(2, op="minimum"),
+]
+
+
+@pytest.mark.parametrize("make", POOLS)
+def test_pool_substitute_computes_the_code_ops_values(make):
+    layer = make()
+    x = jt.array(np.random.RandomState(0).randn(2, 2, 7, 7).astype(np.float32))
+    stock = layer(x).numpy()
+    before = second_order.substitutions()
+    with second_order_layers():
+        patched = layer(x).numpy()
+    assert sum((second_order.substitutions() - before).values()) == 1
+    np.testing.assert_allclose(patched, stock, rtol=1e-6, atol=1e-6)
+
+
+def test_return_indices_keeps_the_code_ops_indices():
+    layer = jt.nn.MaxPool2d(2, return_indices=True)
+    x = jt.array(np.random.RandomState(1).randn(1, 2, 6, 6).astype(np.float32))
+    values, indices = layer(x)
+    with second_order_layers():
+        values2, indices2 = layer(x)
+    np.testing.assert_array_equal(values.numpy(), values2.numpy())
+    np.testing.assert_array_equal(indices.numpy(), indices2.numpy())
+
+
+def test_context_is_reentrant_and_restores_the_classes():
+    original = jt.nn.Pool.__dict__["execute"]
+    assert not substitutes_active()
+    with second_order_layers():
+        patched = jt.nn.Pool.__dict__["execute"]
+        assert patched is not original and substitutes_active()
+        with second_order_layers():
+            assert jt.nn.Pool.__dict__["execute"] is patched
+        assert substitutes_active()
+    assert jt.nn.Pool.__dict__["execute"] is original and not substitutes_active()
+    with pytest.raises(RuntimeError):
+        with second_order_layers():
+            raise RuntimeError("boom")
+    assert jt.nn.Pool.__dict__["execute"] is original
+    with second_order_layers(False):
+        assert not substitutes_active()
+
+
+def test_maxpool_hvp_is_zero_without_the_substitute_and_right_with_it():
+    case = next(c for c in second_order_audit.cases() if c.layer == "jt.nn.MaxPool2d")
+    stock, fd_norm, _ = second_order_audit.hvp_error(case, substitute=False)
+    fixed, _, _ = second_order_audit.hvp_error(case, substitute=True)
+    assert fd_norm > 1e-3
+    assert stock > 0.5            # Jittor's code op: the second derivative is dropped
+    assert fixed < second_order_audit.TOLERANCE
+
+
+# -- where the substitutes are switched on -------------------------------------------------------
+def _seen_during(gm_op, na_op, **options):
+    """Per LL-model forward of one iteration: were the substitutes active?"""
+    q = Quadratic()
+    problem = q.build(gm_op, na_op, lower_iters=2, **options)
+    model, seen = problem._ll_model, []
+    original = type(model).execute
+
+    def execute(*args, **kwargs):
+        seen.append(substitutes_active())
+        return original(model, *args, **kwargs)
+
+    model.execute = execute
+    problem.run_iter(q.ll_feed(), q.ul_feed(), 0)
+    return seen
+
+
+@pytest.mark.parametrize("na_op", [["RAD"], ["CG"], ["NS"]])
+def test_second_order_operators_run_the_substitutes(na_op):
+    seen = _seen_during(["NGD"], na_op)
+    assert seen and all(seen)
+
+
+@pytest.mark.parametrize("na_op", [["FOA", "RAD"], ["FD"], ["IGA"]])
+def test_first_order_operators_keep_the_stock_kernels(na_op):
+    seen = _seen_during(["NGD"], na_op)
+    assert seen and not any(seen)
+
+
+def test_fo_operator_declarations():
+    q = Quadratic()
+    vso = q.build(None, None, fo_op="VSO")
+    assert not vso._second_order
+    pgdo = q.build(None, None, fo_op="PGDO", PGDO={"penalty": "gradient"})
+    assert pgdo._second_order
+
+
+# -- BatchNorm buffers -----------------------------------------------------------------------------
+def test_fast_weight_forwards_leave_batchnorm_running_stats_untouched():
+    jt.set_global_seed(0)
+    net = jt.nn.Sequential(jt.nn.Conv2d(1, 2, 3), jt.nn.BatchNorm2d(2))
+    net.train()
+    bn = net[1]
+    x = jt.array(np.random.RandomState(0).randn(3, 1, 5, 5).astype(np.float32) + 2.0)
+    before = [bn.running_mean.numpy().copy(), bn.running_var.numpy().copy()]
+    fmodel = higher_jit.monkeypatch(net, copy_initial_weights=False, track_higher_grads=True)
+    out = fmodel(x).numpy()
+    fmodel(x, params=[p * 2 if not p.is_stop_grad() else p for p in fmodel.parameters()]).sync()
+    np.testing.assert_array_equal(bn.running_mean.numpy(), before[0])
+    np.testing.assert_array_equal(bn.running_var.numpy(), before[1])
+    # the batch statistics were used (training mode), same output as the real module
+    np.testing.assert_allclose(out, net(x).numpy(), rtol=1e-5, atol=1e-5)
+    # the real module's own forward still updates its running statistics
+    assert not np.allclose(bn.running_mean.numpy(), before[0])
