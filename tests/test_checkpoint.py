@@ -20,6 +20,8 @@ def float64():
     previous = jt.flags.auto_convert_64_to_32
     jt.flags.auto_convert_64_to_32 = 0
     yield
+    jt.sync_all()
+    jt.gc()
     jt.flags.auto_convert_64_to_32 = previous
 
 
@@ -193,24 +195,30 @@ def test_mlp_ptt_with_adam():
 # -- the pure optimizers take jboat's differentiable optimizers' steps ---------------------------
 
 
+def var32(a):
+    return jt.array(np.asarray(a, dtype=np.float32))
+
+
 class _Params(jt.Module):
     def __init__(self, values):
-        self.w = var(values[0])
-        self.b = var(values[1])
+        self.w = var32(values[0])
+        self.b = var32(values[1])
 
 
 @pytest.mark.parametrize("kind", ["momentum", "nesterov", "adam"])
 def test_pure_optimizers_equal_differentiable_twins(kind):
+    # float32: after other float64 tests in the same process, Jittor 1.3.11 returned
+    # zero float64 gradients of this loss here (a Jittor issue, see docs/checkpointing.md)
     rng = np.random.RandomState(1)
-    module = _Params([rng.randn(3, 2), rng.randn(2)])
-    target = var(rng.randn(3, 2))
-    ref = list(module.parameters())
+    values = [rng.randn(3, 2), rng.randn(2)]
+    target = var32(rng.randn(3, 2))
+    ref = list(_Params(values).parameters())
     if kind == "adam":
-        settings = dict(lr=0.1, betas=(0.8, 0.95), eps=1e-8, weight_decay=0.01)
+        settings = dict(lr=0.07, betas=(0.8, 0.95), eps=1e-8, weight_decay=0.01)
         real, pure = jt.optim.Adam(ref, **settings), ck.adam(**settings)
         twin = DifferentiableAdam(real, ref)
     else:
-        settings = dict(lr=0.1, momentum=0.9, weight_decay=0.01, dampening=0.2,
+        settings = dict(lr=0.07, momentum=0.85, weight_decay=0.01, dampening=0.15,
                         nesterov=kind == "nesterov")
         if kind == "nesterov":
             settings["dampening"] = 0.0
@@ -218,17 +226,20 @@ def test_pure_optimizers_equal_differentiable_twins(kind):
         twin = DifferentiableSGD(real, ref)
 
     def loss(p, j=0):
-        return ((p[0] - target) ** 2).sum() + (p[1] ** 3).sum()
+        r = p[0] - target
+        return (r * r).sum() + (p[1] * p[1] * p[1]).sum()
 
     step = ck.make_step(loss, pure, 2)
-    params = [p.clone() for p in ref]
+    params = [var32(v) for v in values]
     state = params + pure.init(params)
-    twin_params = list(params)
+    twin_params = [var32(v) for v in values]
     for j in range(3):
         state = step(state, j)
         twin_params = twin.step(loss(twin_params), params=twin_params)
         for a, b in zip(state[:2], twin_params):
-            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+    # the parameters moved by more than the weight decay alone would move them
+    assert np.abs(state[0].numpy() - values[0]).max() > 0.1
 
 
 # -- replay="step": one single-step VJP per step ------------------------------------------------
