@@ -245,8 +245,9 @@ def hvp_error(case, substitute, seed=0):
     from jboat.higher_jit import monkeypatch, second_order_layers
 
     rng = np.random.RandomState(seed)
-    previous = jt.flags.auto_convert_64_to_32
+    previous = jt.flags.auto_convert_64_to_32, jt.flags.no_grad
     jt.flags.auto_convert_64_to_32 = 0
+    jt.flags.no_grad = 0
     try:
         module = to_float64(case.build())
         fmodel = monkeypatch(module, copy_initial_weights=True, track_higher_grads=False,
@@ -314,7 +315,7 @@ def hvp_error(case, substitute, seed=0):
                 return value_error, value_norm, "value differences"
             return error, fd_norm, "gradient differences"
     finally:
-        jt.flags.auto_convert_64_to_32 = previous
+        jt.flags.auto_convert_64_to_32, jt.flags.no_grad = previous
 
 
 # -- the table ----------------------------------------------------------------------------
