@@ -67,6 +67,7 @@ class DifferentiableOptimizer:
                         for name, default in self.hyperparameters.items()}
             settings["lr"] = group.get("lr", other.lr)
             self.param_groups.append({"indices": indices, **settings})
+        self._stepped = sorted({i for group in self.param_groups for i in group["indices"]})
         self.state = {}
         self.fmodel = fmodel
         self._grad_callback = grad_callback
@@ -91,7 +92,9 @@ class DifferentiableOptimizer:
                                  "patched model.")
             params = self.fmodel.fast_params
         params = list(params)
-        trainable = [i for i, p in enumerate(params) if not p.is_stop_grad()]
+        # only the entries some param group steps: the others' gradients would be
+        # computed and dropped (ANIL adapts the head only: no backward through the body)
+        trainable = [i for i in self._stepped if not params[i].is_stop_grad()]
         grads = [None] * len(params)
         for i, g in zip(trainable, grads_with_zeros(loss, [params[i] for i in trainable])):
             grads[i] = g if self._track_higher_grads else g.detach()
