@@ -41,25 +41,10 @@ sys.path.insert(0, ROOT)     # this checkout's jboat, not an installed one
 sys.path.insert(0, HERE)
 
 import conv4_problem as P  # noqa: E402
+from process_memory import memory_mb, reset_peak  # noqa: E402
 
 
 # -- worker ------------------------------------------------------------------------------
-def _memory_mb():
-    fields = {}
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            key, _, value = line.partition(":")
-            fields[key] = value
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def _reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _jittor_impls(names, setting, data, weights):
@@ -146,8 +131,8 @@ def worker(args):
         import jittor as jt
         framework = f"jittor {jt.__version__} use_mkl={os.environ.get('use_mkl', '?')}"
     gc.collect()
-    base_rss, _ = _memory_mb()
-    has_peak = _reset_peak()
+    base_rss, _ = memory_mb()
+    has_peak = reset_peak()
     times = {name: [] for name in steps}
     first = {}
     for it in range(args.warmup + args.iters):
@@ -160,7 +145,7 @@ def worker(args):
                 first[name] = elapsed
             if it >= args.warmup:
                 times[name].append(elapsed)
-    _, peak = _memory_mb()
+    _, peak = memory_mb()
     cleanup()
     record = {"worker": args.worker, "setting": args.setting, "channels": args.channels,
               "framework": framework, "threads": args.threads,

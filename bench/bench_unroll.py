@@ -52,20 +52,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import l2_problem as P  # noqa: E402
-
-
-def _memory_mb():
-    fields = {}
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            key, _, value = line.partition(":")
-            fields[key] = value
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def _reset_peak():
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
+from process_memory import memory_mb, reset_peak  # noqa: E402
 
 
 def _kernel_files(cache_path):
@@ -148,8 +135,8 @@ def worker(spec):
     run = {"plain": plain, "ckpt": checkpointed, "ckpt-step": checkpointed,
            "jboat": jboat_rad}[spec["mode"]]
     before = _kernel_files(jt.flags.cache_path)
-    base_rss, _ = _memory_mb()
-    _reset_peak()
+    base_rss, _ = memory_mb()
+    reset_peak()
     t0 = time.perf_counter()
     g = run().numpy()
     first = time.perf_counter() - t0
@@ -165,7 +152,7 @@ def worker(spec):
         run().numpy()
         times.append(time.perf_counter() - t0)
     # Jittor's allocator keeps freed blocks, so the process peak is the peak of any run
-    peak = _memory_mb()[1] - base_rss
+    peak = memory_mb()[1] - base_rss
     record = {**spec, "kernels": kernels, "first_s": first,
               "warm_s": statistics.median(times) if times else None,
               "peak_mb": peak, "grad_norm": float(np.linalg.norm(g))}

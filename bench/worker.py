@@ -25,25 +25,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import l2_problem as P  # noqa: E402
-
-
-def _memory_mb():
-    """(VmRSS, VmHWM) of this process in MiB (Linux)."""
-    fields = {}
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            key, _, value = line.partition(":")
-            fields[key] = value
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def _reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
+from process_memory import memory_mb, reset_peak  # noqa: E402
 
 
 def parse_combo(text):
@@ -122,8 +104,8 @@ def measure(make, cleanup, combo, K, size, data, iters, warmup, memory=False):
     step, sync = make(combo, K, size, data)
     if memory:   # a fresh process: the peak from before the first call
         gc.collect()
-        base_rss, _ = _memory_mb()
-        has_peak = _reset_peak()
+        base_rss, _ = memory_mb()
+        has_peak = reset_peak()
     start = time.perf_counter()
     step(0)
     sync()
@@ -134,15 +116,15 @@ def measure(make, cleanup, combo, K, size, data, iters, warmup, memory=False):
     if not memory:
         gc.collect()
         cleanup()
-        base_rss, _ = _memory_mb()
-        has_peak = _reset_peak()
+        base_rss, _ = memory_mb()
+        has_peak = reset_peak()
     times = []
     for it in range(warmup, warmup + iters):
         start = time.perf_counter()
         step(it)
         sync()
         times.append(time.perf_counter() - start)
-    _, peak = _memory_mb()
+    _, peak = memory_mb()
     return {"first_s": first, "median_s": statistics.median(times), "times": times,
             "peak_mb": (peak - base_rss) if has_peak else None, "rss_mb": base_rss}
 

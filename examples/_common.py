@@ -64,3 +64,22 @@ def save_plot(history, path, title):
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def meta_train(problem, tasks, iters, meta_batch, quiet, digits=4):
+    """Meta-training loop of the meta-learning examples: ``iters`` UL iterations on
+    ``tasks.batch(meta_batch)`` (lists of support and query feeds). Returns the mean
+    query loss of each iteration's meta-batch."""
+    losses_seen = []
+    bar = progress(range(iters), quiet, desc="meta-learning", unit="it")
+    for it in bar:
+        supports, queries = tasks.batch(meta_batch)
+        results, _ = problem.run_iter(supports, queries, it)
+        losses = [r["gradient_operator_results"]["upper_loss"] for r in results
+                  if "gradient_operator_results" in r]
+        losses = losses or [r["upper_loss"] for r in results if "upper_loss" in r]
+        loss = float(np.mean(losses)) if losses else float("nan")
+        losses_seen.append(loss)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(query_loss=f"{loss:.{digits}f}")
+    return losses_seen

@@ -44,7 +44,7 @@ by a new linear layer trained on the support set (``--baseline-steps`` SGD steps
 
 import time
 
-from _common import jboat, jt, np, parser, progress, save_plot, setup
+from _common import jboat, jt, meta_train, np, parser, progress, save_plot, setup
 
 #: default proximal strength of iMAML's regulariser (CG/NS in na_op); with the default
 #: inner lr 0.1 the proximal part of each step shrinks y - theta by 1 - 0.1 * 5 = 0.5
@@ -365,19 +365,9 @@ def main(argv=None):
                              10**6 + args.seed)
     eval_set = [test_tasks.sample() for _ in range(args.eval_tasks)]
 
-    history = {"meta-batch query loss": []}
     start = time.perf_counter()
-    bar = progress(range(args.iters), args.quiet, desc="meta-learning", unit="it")
-    for it in bar:
-        supports, queries = train_tasks.batch(args.meta_batch)
-        results, _ = problem.run_iter(supports, queries, it)
-        losses = [r["gradient_operator_results"]["upper_loss"] for r in results
-                  if "gradient_operator_results" in r]
-        losses = losses or [r["upper_loss"] for r in results if "upper_loss" in r]
-        loss = float(np.mean(losses)) if losses else float("nan")
-        history["meta-batch query loss"].append(loss)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(query_loss=f"{loss:.3f}")
+    history = {"meta-batch query loss": meta_train(problem, train_tasks, args.iters,
+                                                   args.meta_batch, args.quiet, digits=3)}
     train_seconds = time.perf_counter() - start
 
     head_only = adapt == "head"

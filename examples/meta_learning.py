@@ -22,7 +22,7 @@ it, and after adapting the non-meta-learned (random) initialisation the same way
 
 import math
 
-from _common import jboat, jt, np, parser, progress, save_plot, setup
+from _common import jboat, jt, meta_train, np, parser, save_plot, setup
 
 AMPLITUDE = (0.1, 5.0)
 PHASE = (0.0, math.pi)
@@ -168,18 +168,8 @@ def main(argv=None):
     held_out = SinusoidTasks(10**6 + args.seed, args.shots, args.eval_query)
     eval_tasks = [held_out.sample() for _ in range(args.eval_tasks)]
 
-    history = {"meta-batch query loss": []}
-    bar = progress(range(args.iters), args.quiet, desc="meta-learning", unit="it")
-    for it in bar:
-        supports, queries = train_tasks.batch(args.meta_batch)
-        results, _ = problem.run_iter(supports, queries, it)
-        losses = [r["gradient_operator_results"]["upper_loss"] for r in results
-                  if "gradient_operator_results" in r]
-        losses = losses or [r["upper_loss"] for r in results if "upper_loss" in r]
-        loss = float(np.mean(losses)) if losses else float("nan")
-        history["meta-batch query loss"].append(loss)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(query_loss=f"{loss:.4f}")
+    history = {"meta-batch query loss": meta_train(problem, train_tasks, args.iters,
+                                                   args.meta_batch, args.quiet)}
 
     meta_init = snapshot(model)
     pre, post = evaluate(eval_model, meta_init, eval_tasks, steps, args.inner_lr)
