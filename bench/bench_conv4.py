@@ -41,7 +41,7 @@ sys.path.insert(0, ROOT)     # this checkout's jboat, not an installed one
 sys.path.insert(0, HERE)
 
 import conv4_problem as P  # noqa: E402
-from process_memory import memory_mb, reset_peak  # noqa: E402
+from machine import cpu_name, memory_mb, reset_peak  # noqa: E402
 
 
 # -- worker ------------------------------------------------------------------------------
@@ -184,15 +184,7 @@ def _importable(python, module):
 
 
 def machine_line():
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return (f"machine: {cpu}, {os.cpu_count()} cores, load average "
             f"{os.getloadavg()[0]:.2f} at start; Python {platform.python_version()}")
 

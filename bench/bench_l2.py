@@ -41,6 +41,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import l2_problem as P  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 SHARED = ["NGD+RAD", "NGD+CG", "NGD+NS", "NGD+FD", "NGD+IGA"]
 #: further jboat combinations on this problem (IAD needs LL and UL models alike;
@@ -117,15 +118,7 @@ def run_best_threads(python, thread_counts, size, K, combos, iters, warmup):
 
 
 def machine_line():
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_name()
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
     usable, reason = _load_env().onednn_status()
     return (f"machine: {cpu}, {os.cpu_count()} cores, load average {load[0]:.2f} at start; "

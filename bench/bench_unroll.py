@@ -52,7 +52,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import l2_problem as P  # noqa: E402
-from process_memory import memory_mb, reset_peak  # noqa: E402
+from machine import memory_mb, reset_peak  # noqa: E402
 
 
 def _kernel_files(cache_path):

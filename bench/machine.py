@@ -1,4 +1,4 @@
-"""Resident memory of the current process (Linux ``/proc``), shared by the benchmarks."""
+"""Facts about this process and machine (Linux `/proc`), shared by the benchmarks."""
 
 
 def memory_mb():
@@ -19,3 +19,17 @@ def reset_peak():
         return True
     except OSError:
         return False
+
+
+def cpu_name():
+    """The CPU model from /proc/cpuinfo (else platform's guess)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
