@@ -94,6 +94,13 @@ def random_directions(rng, point, n=2):
     return [[rng.randn(*np.shape(p)) for p in point] for _ in range(n)]
 
 
+def along_random_directions(objective, point, grads, seed):
+    """``(got, expected)``: ``grads`` and central differences of ``objective`` at
+    ``point``, both projected on two random directions."""
+    directions = random_directions(np.random.RandomState(seed), point)
+    return directional(grads, directions), directional_fd(objective, point, directions)
+
+
 def solver_config(recipe, **runtime):
     cfg = jboat.load_config(os.path.join(ROOT, "configs", recipe))
     cfg.update(runtime)
@@ -141,10 +148,8 @@ def test_maml_meta_gradient_through_conv_bn_pools(K):
     grads = maml_meta_gradient(net, tasks, problem)
     positions = trainable_positions(net)
     theta = [list(net.parameters())[i].numpy() for i in positions]
-    rng = np.random.RandomState(1)
-    directions = random_directions(rng, theta)
-    expected = directional_fd(maml_objective(net, tasks, K), theta, directions)
-    got = directional([grads[i] for i in positions], directions)
+    got, expected = along_random_directions(maml_objective(net, tasks, K), theta,
+                                            [grads[i] for i in positions], seed=1)
     assert rel_err(got, expected) < TOL, (got, expected)
     # BatchNorm: the inner loop used batch statistics; the running statistics of the
     # real module are untouched, and their entries of the returned gradient are zero
@@ -165,9 +170,8 @@ def test_maml_is_wrong_without_the_substitute(monkeypatch):
     grads = maml_meta_gradient(net, tasks, problem)
     positions = trainable_positions(net)
     theta = [list(net.parameters())[i].numpy() for i in positions]
-    directions = random_directions(np.random.RandomState(1), theta)
-    expected = directional_fd(maml_objective(net, tasks, 1), theta, directions)
-    got = directional([grads[i] for i in positions], directions)
+    got, expected = along_random_directions(maml_objective(net, tasks, 1), theta,
+                                            [grads[i] for i in positions], seed=1)
     assert rel_err(got, expected) > 1e-2
 
 
@@ -218,9 +222,7 @@ def test_rad_hypergradient_of_l2_strengths_through_a_conv_net():
         return float(cross_entropy(val, upper, fmodel, params=weights).numpy().reshape(-1)[0])
 
     point = [strengths.log_lam.numpy()]
-    directions = random_directions(np.random.RandomState(3), point)
-    expected = directional_fd(objective, point, directions)
-    got = directional([grads[0].numpy()], directions)
+    got, expected = along_random_directions(objective, point, [grads[0].numpy()], seed=3)
     assert rel_err(got, expected) < TOL, (got, expected)
 
 
@@ -287,7 +289,5 @@ def test_darts_exact_second_order_hypergradient_through_a_conv_cell():
         return float(darts_loss(val, upper, fmodel, params=weights).numpy().reshape(-1)[0])
 
     point = [arch.alphas.numpy()]
-    directions = random_directions(np.random.RandomState(5), point)
-    expected = directional_fd(objective, point, directions)
-    got = directional([grads[0].numpy()], directions)
+    got, expected = along_random_directions(objective, point, [grads[0].numpy()], seed=5)
     assert rel_err(got, expected) < TOL, (got, expected)
