@@ -99,8 +99,9 @@ def recipe_path(name):
     Raises:
         FileNotFoundError: no such recipe; the message lists the known ones.
     """
-    stem = name[:-len(".yaml")] if name.endswith(".yaml") else name
-    stem = stem[:-len(".yml")] if stem.endswith(".yml") else stem
+    stem, suffix = os.path.splitext(name)
+    if suffix not in _RECIPE_SUFFIXES:
+        stem = name
     for suffix in _RECIPE_SUFFIXES:
         candidate = os.path.join(RECIPE_DIR, stem + suffix)
         if os.path.isfile(candidate):
