@@ -9,20 +9,42 @@ gm operator that runs the inner loop) executes the plan and returns a
 :class:`HyperGrads`; ``Problem`` writes them into the gradient buffers and takes the
 steps. No operator reads another operator's name.
 
-Checkpointed reverse mode fits this split: the loop runner takes steps
-``[first, last)`` from the latest fast weights and the inner optimizer's state, so a
-segment can be replayed from a saved ``(weights, optimizer state)`` pair.
+Checkpointed reverse mode fits this split: with ``plan.checkpoint`` set, the loop
+runner keeps every ``c``-th ``(fast weights, inner optimizer state)`` pair instead of
+the graph of the loop, and returns a :class:`ReplayTrajectory`; terminals ask any
+trajectory for the same thing, :meth:`Trajectory.gradients`, and the replayed one
+answers by recomputing one segment at a time (:mod:`jboat.utils.checkpoint`).
 """
 
 import dataclasses
 import logging
 from typing import Callable, List, Optional
 
+import jittor as jt
+
+from .higher_jit.utils import grads_with_zeros
+from .utils import checkpoint as ck
 from .utils.objectives import StepObjective
 
-__all__ = ["InnerLoopPlan", "Trajectory", "HyperGrads", "build_plan"]
+__all__ = ["InnerLoopPlan", "Checkpointing", "Trajectory", "ReplayTrajectory", "HyperGrads",
+           "build_plan"]
 
 logger = logging.getLogger("jboat")
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpointing:
+    """Checkpointed reverse mode through the inner loop.
+
+    Attributes:
+        every: ``c``, a positive int, or ``"auto"`` (``ceil(sqrt(K - T))``).
+        replay: ``"segment"`` (one VJP per segment, graph of ``c`` steps) or
+            ``"step"`` (one VJP per step, graph of one step; the compiled kernels
+            do not depend on ``K``). See :func:`jboat.utils.checkpoint.reverse_checkpointed`.
+    """
+
+    every: object = "auto"
+    replay: str = "segment"
 
 
 @dataclasses.dataclass
@@ -45,6 +67,9 @@ class InnerLoopPlan:
         reduce: None, or (``data_parallel`` under MPI) a callable mapping a list of
             per-rank Vars to their means over ranks; operators apply it where a
             non-linear step needs the full-data value.
+        checkpoint: None, or :class:`Checkpointing`: the recorded steps are not kept
+            as a graph but replayed from checkpoints when a terminal differentiates
+            through them (memory O((K - T)/c + c) states instead of O(K - T)).
     """
 
     steps: int
@@ -56,6 +81,7 @@ class InnerLoopPlan:
     init_lr: Optional[float] = None
     record: bool = False
     reduce: Optional[Callable] = None
+    checkpoint: Optional[Checkpointing] = None
 
 
 @dataclasses.dataclass
@@ -98,6 +124,74 @@ class Trajectory:
     def record(self):
         """The loop runner's entry of the iteration record (``k*``, or -1)."""
         return -1 if self.selected is None else self.selected
+
+    def gradients(self, terminal, targets):
+        """``(F, dF/d targets)`` for ``F = terminal(y_sel)`` (a scalar Var of the fast
+        weights), differentiated through the recorded steps: ``targets`` may be
+        hyperparameters the steps depend on and the fast weights at time 0."""
+        value = terminal(self.params())
+        return value, grads_with_zeros(value, list(targets))
+
+
+class ReplayTrajectory(Trajectory):
+    """A trajectory kept as checkpoints (:class:`Checkpointing`), not as a graph.
+
+    Args:
+        model: the patched LL model (its latest fast weights are the last ones).
+        steps, truncated, selected: as in :class:`Trajectory`.
+        step: the pure step ``step(state, j) -> state`` on ``state = fast weights +
+            inner optimizer state``, ``j`` counted from the start of the recording.
+        checkpoints: the :class:`jboat.utils.checkpoint.CheckpointedTrajectory` of
+            the graph-free forward pass.
+        initial: the fast weights at the start of the recording (differentiable
+            functions of the real LL weights).
+        evaluated: the detached fast weights at ``y_sel``.
+        replay: ``"segment"`` or ``"step"``.
+    """
+
+    def __init__(self, model, steps, truncated, selected, step, checkpoints, initial,
+                 evaluated, replay):
+        super().__init__(model, steps, truncated=truncated, selected=selected)
+        self.step = step
+        self.checkpoints = checkpoints
+        self._initial = list(initial)
+        self._evaluated = list(evaluated)
+        self.replay = replay
+
+    def params(self):
+        return list(self._evaluated)
+
+    def initial(self):
+        return list(self._initial)
+
+    def gradients(self, terminal, targets):
+        """As :meth:`Trajectory.gradients`, by checkpointed reverse mode: the backward
+        pass replays the steps from the checkpoints; the gradient w.r.t. the state at
+        time 0 is then pulled back through whatever ``y_0`` depends on (the real LL
+        weights, a learned initialisation), and given as is for targets that are
+        entries of ``y_0`` (MAML)."""
+        targets = list(targets)
+        n = len(self._initial)
+        at_start = {id(v) for v in self._initial}
+        hyper = [t for t in targets if id(t) not in at_start]
+        stop = self.checkpoints.num_steps if self.selected is None else self.selected
+        value = []
+        grad_hyper, grad_start = ck.reverse_checkpointed(
+            self.step, self.checkpoints, hyper, terminal=lambda state: terminal(state[:n]),
+            stop=stop, replay=self.replay, value=value)
+        pulled = [(y0, g) for y0, g in zip(self._initial, grad_start[:n])
+                  if not y0.is_stop_grad()]
+        through_start = [None] * len(targets)
+        if pulled:
+            total = sum((y0 * g).sum() for y0, g in pulled)
+            through_start = grads_with_zeros(total, targets)
+        by_id = dict(zip((id(h) for h in hyper), grad_hyper))
+        grads = []
+        for target, extra in zip(targets, through_start):
+            direct = by_id.get(id(target))
+            parts = [g for g in (direct, extra) if g is not None]
+            grads.append(sum(parts[1:], parts[0]) if parts else jt.zeros_like(target))
+        return value[0], grads
 
 
 @dataclasses.dataclass

@@ -155,6 +155,23 @@ def test_sharded_task_data_gives_full_data_meta_gradient(ranks, cases, ops):
         assert rel_err(r["meta_data_" + "_".join(ops)]["meta_gradient"], reference) < 1e-5
 
 
+@pytest.mark.parametrize("index", [0, 1])
+def test_checkpointed_data_parallel_equals_plain_full_data(ranks, cases, index):
+    # the backward replays of checkpointed RAD run the steps' collectives again
+    name, ops, _ = cases.CHECKPOINTED_CASES[index]
+    reference = cases.run_l2((0, 1), na_op=ops)
+    for r in ranks:
+        assert rel_err(r[name]["hypergradient"], reference["hypergradient"]) < 1e-5
+        assert rel_err(r[name]["lower"], reference["lower"]) < 1e-5
+
+
+@pytest.mark.parametrize("key", ["meta_gradient", "meta_parameters"])
+def test_checkpointed_maml_task_parallel_equals_plain(ranks, cases, key):
+    reference = cases.run_maml((0, 1))[key]
+    for r in ranks:
+        assert rel_err(r["maml_ckpt"][key], reference) < 1e-5
+
+
 def test_without_data_parallel_each_rank_solves_its_shard(ranks, cases):
     # control: the ranks average hyper-gradients of their own shard problems
     full = cases.run_l2((0, 1), na_op=("RAD",))["hypergradient"]

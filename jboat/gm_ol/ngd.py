@@ -3,11 +3,13 @@
 import jittor as jt
 
 from ..operation_registry import register_class
-from ..plan import Trajectory
+from ..plan import ReplayTrajectory, Trajectory
+from ..utils import checkpoint as ck
 from ..utils.op_utils import stop_grads
 from .dynamical_system import DynamicalSystem
 
-__all__ = ["NGD", "run_inner_loop", "truncate_trajectory"]
+__all__ = ["NGD", "run_inner_loop", "truncate_trajectory", "replayable_step",
+           "run_checkpointed_loop"]
 
 
 def run_inner_loop(objective, feeds, ul_model, aux_model, aux_opt, steps, first_step=0,
@@ -65,6 +67,84 @@ def truncate_trajectory(objective, feeds, ul_model, aux_model, aux_opt, steps,
          for y0, yT in zip(start, weights)])
 
 
+def replayable_step(objective, feeds, ul_model, aux_model, aux_opt, first_step=0,
+                    grad_callback=None):
+    """The inner optimizer's step as a pure function for checkpointed reverse mode.
+
+    Returns ``(step, state_0)``: ``step(state, j)`` takes global step
+    ``first_step + j`` from ``state = fast weights + the inner optimizer's state
+    Vars`` (:meth:`jboat.higher_jit.DifferentiableOptimizer.flat_state`) and returns
+    the next state, differentiably; ``state_0`` is the latest fast weights and the
+    optimizer's current state. The non-Var part of the optimizer state (e.g. Adam's
+    step count) before step ``j`` is remembered the first time step ``j`` runs, so
+    replays reproduce it. ``step.losses`` holds the objective (detached) of the last
+    call.
+    """
+    ll_feed, ul_feed = feeds
+    params = aux_model.parameters()
+    n = len(params)
+    trainable = aux_model.trainable_mask
+    layout, opt_values = aux_opt.flat_state()
+    layouts = {0: layout}
+
+    def step(state, j):
+        # checkpoints are detached copies: buffers must stay constants of the step
+        weights = [w if trainable[i] else w.stop_grad() for i, w in enumerate(state[:n])]
+        aux_opt.load_flat_state(layouts[j], list(state[n:]))
+        loss = objective(first_step + j, ll_feed, ul_feed, ul_model, aux_model, params=weights)
+        new_weights = aux_opt.step(loss, params=weights, grad_callback=grad_callback,
+                                   record=False)
+        next_layout, next_values = aux_opt.flat_state()
+        layouts.setdefault(j + 1, next_layout)
+        step.loss = loss.detach()
+        return list(new_weights) + list(next_values)
+
+    return step, list(params) + list(opt_values)
+
+
+def run_checkpointed_loop(objective, feeds, ul_model, aux_model, aux_opt, steps, checkpoint,
+                          first_step=0, grad_callback=None, monitor=None, step_losses=None):
+    """Take ``steps`` LL steps without keeping their graph, storing every ``c``-th
+    ``(fast weights, optimizer state)`` (:func:`jboat.utils.checkpoint.run_checkpointed`).
+
+    Each step is executed before the next one is built (together with its loss and the
+    monitored value), so memory holds the checkpoints and one step, and every step
+    replays the same compiled kernels. Returns ``(step, checkpoints, monitored)``;
+    the patched model's latest fast weights become the last ones.
+    """
+    step, state = replayable_step(objective, feeds, ul_model, aux_model, aux_opt,
+                                  first_step=first_step, grad_callback=grad_callback)
+    n = len(aux_model.parameters())
+
+    def forward_step(state, j):
+        new_state = step(state, j)
+        pending = list(new_state) + [step.loss]
+        if step_losses is not None:
+            step_losses.append(step.loss)
+        jt.sync(pending)
+        return new_state
+
+    def watch(state, j):
+        with jt.no_grad():
+            value = monitor(state[:n]).detach()
+        value.sync()
+        return value
+
+    checkpoints = ck.run_checkpointed(forward_step, state, steps, every=checkpoint.every,
+                                      monitor=None if monitor is None else watch)
+    aux_model.update_params(checkpoints.final[:n])
+    aux_opt.detach_state()
+    return step, checkpoints, checkpoints.monitored
+
+
+def _worst_step(values, reduce):
+    """``1 + argmax`` of the monitored UL losses (one host synchronisation)."""
+    stacked = jt.stack([v.reshape(1) for v in values]).reshape(-1)
+    if reduce is not None:   # the argmax over the full-data UL losses
+        stacked = reduce([stacked])[0]
+    return 1 + int(stacked.numpy().argmax())
+
+
 @register_class
 class NGD(DynamicalSystem):
     """Naive gradient descent: ``K`` differentiable LL steps on the fast weights,
@@ -76,8 +156,12 @@ class NGD(DynamicalSystem):
     With ``plan.truncate = T`` the first ``T`` steps are taken outside the recorded
     graph; with ``plan.select_worst`` the UL loss is monitored along the trajectory
     and the 1-based index of its (first) maximum is selected; with
-    ``plan.first_order`` every step gradient is a constant.
-    Memory: O(K·|y|) while the trajectory is tracked, O(|y|) otherwise.
+    ``plan.first_order`` every step gradient is a constant. With
+    ``plan.checkpoint`` the recorded steps keep no graph: every ``c``-th (fast
+    weights, optimizer state) pair is stored and a :class:`jboat.plan.ReplayTrajectory`
+    is returned.
+    Memory: O(K·|y|) while the trajectory is tracked, O((K/c + c)·|y|) with
+    checkpoints, O(|y|) otherwise.
     """
 
     gm_terminal = True
@@ -98,15 +182,22 @@ class NGD(DynamicalSystem):
             def monitor(weights):
                 return self.ul_objective(ul_feed_dict, self.ul_model, auxiliary_model,
                                          params=weights)
+        callback = stop_grads if plan.first_order else None
+        if plan.checkpoint is not None and plan.record:
+            initial = auxiliary_model.parameters(time=0)
+            step, checkpoints, values = run_checkpointed_loop(
+                plan.objective, feeds, self.ul_model, auxiliary_model, auxiliary_opt,
+                plan.steps - T, plan.checkpoint, first_step=T, grad_callback=callback,
+                monitor=monitor, step_losses=step_losses)
+            selected = _worst_step(values, plan.reduce) if values else None
+            evaluated = ck.state_at(step, checkpoints, checkpoints.num_steps
+                                    if selected is None else selected)
+            return ReplayTrajectory(auxiliary_model, plan.steps, T, selected, step, checkpoints,
+                                    initial, evaluated[:len(initial)], plan.checkpoint.replay)
         values = run_inner_loop(plan.objective, feeds, self.ul_model, auxiliary_model,
                                 auxiliary_opt, plan.steps - T, first_step=T,
-                                grad_callback=stop_grads if plan.first_order else None,
-                                monitor=monitor, step_losses=step_losses)
-        selected = None
-        if values:
-            # one host synchronisation after the loop, not one per step
-            stacked = jt.stack([v.reshape(1) for v in values]).reshape(-1)
-            if plan.reduce is not None:   # the argmax over the full-data UL losses
-                stacked = plan.reduce([stacked])[0]
-            selected = 1 + int(stacked.numpy().argmax())
+                                grad_callback=callback, monitor=monitor,
+                                step_losses=step_losses)
+        # one host synchronisation after the loop, not one per step
+        selected = _worst_step(values, plan.reduce) if values else None
         return Trajectory(auxiliary_model, plan.steps, truncated=T, selected=selected)

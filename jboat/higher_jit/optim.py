@@ -123,6 +123,31 @@ class DifferentiableOptimizer:
                 if isinstance(value, jt.Var):
                     state[name] = value.detach()
 
+    def flat_state(self):
+        """The state as ``(layout, values)``: ``values`` is the flat list of its Vars
+        (momentum buffers, moments), ``layout`` the rest (keys, step counts) and where
+        each Var goes. :meth:`load_flat_state` rebuilds the state from both, so a pure
+        step ``(params, values) -> (new params, new values)`` can be replayed
+        (checkpointed reverse mode)."""
+        layout, values = [], []
+        for key in sorted(self.state):
+            entry = {}
+            for name, value in self.state[key].items():
+                if isinstance(value, jt.Var):
+                    entry[name] = (True, len(values))
+                    values.append(value)
+                else:
+                    entry[name] = (False, value)
+            layout.append((key, entry))
+        return layout, values
+
+    def load_flat_state(self, layout, values):
+        """Replace the state by the one :meth:`flat_state` described, with ``values``
+        (a list aligned with the one it returned) as its Vars."""
+        self.state = {key: {name: values[item] if is_var else item
+                            for name, (is_var, item) in entry.items()}
+                      for key, entry in layout}
+
     def _update(self, group, key, param, grad):
         """Return the new value of one parameter (out of place). Abstract."""
         raise NotImplementedError

@@ -2,7 +2,7 @@
 
 from ..errors import ConfigError
 from ..operation_registry import register_class
-from .hyper_gradient import HyperGradient
+from .hyper_gradient import ReverseModeHyperGradient
 
 __all__ = ["IAD", "initial_weights_for"]
 
@@ -20,7 +20,7 @@ def initial_weights_for(ul_var, ul_model, initial_weights):
 
 
 @register_class
-class IAD(HyperGradient):
+class IAD(ReverseModeHyperGradient):
     """The meta-gradient w.r.t. the LL initialisation (MAML).
 
     Terminal: ``F_sel = F(x, y_sel)`` and ``dF_sel/dy_0`` through the recorded
@@ -31,14 +31,14 @@ class IAD(HyperGradient):
     Followed by a terminal that accepts it (an implicit one), it hands on
     ``y_0`` (aligned with ``ul_var``) as the variables to differentiate w.r.t.
     (through the trajectory). Memory
-    O(K·|y|). The LL model keeps its weights (no warm start: they are the
+    O(K·|y|), or O((K/c + c)·|y|) with ``IAD.checkpoint_every: c`` (steps replayed
+    from checkpoints in the backward pass; not with a following terminal). The LL model keeps its weights (no warm start: they are the
     meta-parameters).
 
     Ref: Finn, Abbeel, Levine, "Model-agnostic meta-learning for fast adaptation of
     deep networks", ICML 2017.
     """
 
-    tracks_trajectory = True
     keeps_lower_model = True
     #: the initial LL weights are its variables (a learned initialisation excludes it)
     owns_initial_weights = True
@@ -47,6 +47,7 @@ class IAD(HyperGradient):
 
     @classmethod
     def check_combination(cls, config):
+        super().check_combination(config)
         ll_model = config.get("lower_level_model")
         ul_model = config.get("upper_level_model")
         if ll_model is None or ul_model is None or ll_model is ul_model:
@@ -74,5 +75,4 @@ class IAD(HyperGradient):
         return initial_weights_for(self.ul_var, self.ul_model, trajectory.initial())
 
     def hypergradient(self, trajectory, ll_feed_dict, ul_feed_dict, wrt=None):
-        upper_loss = self.upper_loss_at(ul_feed_dict, trajectory, trajectory.params())
-        return self.differentiate(upper_loss, trajectory, self.targets(trajectory))
+        return self.differentiate_through(trajectory, ul_feed_dict, self.targets(trajectory))

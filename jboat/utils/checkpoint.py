@@ -41,7 +41,7 @@ from ..higher_jit.utils import quiet_jittor_log
 
 __all__ = [
     "CheckpointedTrajectory", "checkpoint_interval", "run_checkpointed",
-    "reverse_checkpointed", "checkpointed_grad", "InnerOptimizer", "sgd", "adam",
+    "reverse_checkpointed", "state_at", "checkpointed_grad", "InnerOptimizer", "sgd", "adam",
     "make_step",
 ]
 
@@ -123,18 +123,31 @@ def _segment(step, state, start, stop):
 
 def _vjp(outputs, cotangents, targets):
     """Gradients of ``sum_i <outputs_i, cotangents_i>`` (or of a scalar ``outputs``
-    when ``cotangents`` is None) with respect to ``targets``, detached and executed."""
+    when ``cotangents`` is None) with respect to ``targets``, detached and executed.
+    Without cotangents the scalar's value is executed with them and returned last."""
     if cotangents is None:
         total = outputs
     else:
         total = sum((o * c).sum() for o, c in zip(outputs, cotangents))
     with quiet_jittor_log():
         grads = jt.grad(total, targets)
-    return _detached(grads)
+    return _detached(list(grads) + ([total] if cotangents is None else []))
+
+
+def state_at(step, trajectory, k):
+    """The detached state ``state_k`` (0 <= k <= K), recomputed without graph from the
+    nearest checkpoint below it (at most ``c - 1`` steps)."""
+    if k == trajectory.num_steps:
+        return list(trajectory.final)
+    start = k // trajectory.every * trajectory.every
+    state = trajectory.checkpoints[start]
+    for j in range(start, k):
+        state = _detached(step(state, j))
+    return list(state)
 
 
 def reverse_checkpointed(step, trajectory, hyper, terminal=None, cotangent=None,
-                         stop=None, replay="segment"):
+                         stop=None, replay="segment", value=None):
     """Backward pass over a :class:`CheckpointedTrajectory`.
 
     Differentiates ``F(state_stop)`` (``stop`` defaults to K) with respect to the
@@ -158,6 +171,8 @@ def reverse_checkpointed(step, trajectory, hyper, terminal=None, cotangent=None,
             the same one-step graph, so the kernels Jittor compiles do not depend
             on K or c (with ``"segment"`` Jittor fuses the hypergradient
             accumulation of the c steps into chains whose length depends on c).
+        value: optional list; with ``terminal``, the detached value
+            ``F(state_stop)`` (computed in the backward pass) is appended to it.
 
     Returns:
         ``(grad_hyper, grad_initial)``: lists of detached Var aligned with
@@ -180,6 +195,10 @@ def reverse_checkpointed(step, trajectory, hyper, terminal=None, cotangent=None,
         """VJP of steps j_start..j_stop-1 (or of F when cot is None) from start_state."""
         out = _segment(step, start_state, j_start, j_stop)
         grads = _vjp(terminal(out) if cot is None else out, cot, start_state + hyper)
+        if cot is None:
+            terminal_value = grads.pop()
+            if value is not None:
+                value.append(terminal_value)
         gh = grads[len(start_state):]
         grad_hyper[:] = _detached([a + b for a, b in zip(grad_hyper, gh)])
         return grads[:len(start_state)]

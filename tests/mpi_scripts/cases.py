@@ -72,7 +72,7 @@ def _jt_feed(feed):
     return {k: jt.array(v) for k, v in feed.items()}
 
 
-def run_maml(share, gm_op=("NGD",), na_op=("IAD",), iters=2, mpi_timeout=600.0):
+def run_maml(share, gm_op=("NGD",), na_op=("IAD",), iters=2, mpi_timeout=600.0, options=None):
     """Meta-gradient of iteration 0 (return_grad) and the meta-parameters after
     ``iters`` Adam steps, over this process's share of the 4 tasks."""
     rng = np.random.RandomState(2)
@@ -91,6 +91,7 @@ def run_maml(share, gm_op=("NGD",), na_op=("IAD",), iters=2, mpi_timeout=600.0):
                   "upper_level_var": list(model.parameters()),
                   "lower_level_opt": jt.optim.SGD(list(model.parameters()), lr=0.1),
                   "upper_level_opt": jt.optim.Adam(list(model.parameters()), lr=0.05)}
+        config.update(options or {})
         problem = jboat.Problem(config, {"lower_level_loss": maml_inner,
                                          "upper_level_loss": maml_outer})
         problem.build_ll_solver().build_ul_solver()
@@ -202,7 +203,7 @@ def l2_data(d=4, seed=5):
     return [a.astype(np.float32) for a in (X, y, Xv, yv)]
 
 
-def run_l2(share, gm_op=("NGD",), na_op=("RAD",), data_parallel=True, tasks=1):
+def run_l2(share, gm_op=("NGD",), na_op=("RAD",), data_parallel=True, tasks=1, options=None):
     """The hyper-gradient of one iteration (return_grad) on this process's rows
     (with ``tasks`` > 1: a list of tasks, each with its own data, rows sharded)."""
     rows = part(list(range(N_ROWS)), share)
@@ -221,6 +222,7 @@ def run_l2(share, gm_op=("NGD",), na_op=("RAD",), data_parallel=True, tasks=1):
               "upper_level_opt": jt.optim.SGD(list(upper.parameters()), lr=0.1)}
     if "GDA" in gm_op:
         config["GDA"] = {"alpha_init": 0.3, "alpha_decay": 0.9}
+    config.update(options or {})
     problem = jboat.Problem(config, {"lower_level_loss": l2_lower,
                                      "upper_level_loss": l2_upper, "gda_loss": l2_gda})
     problem.build_ll_solver().build_ul_solver()
@@ -261,6 +263,13 @@ def run_meta_data(share, na_op=("IAD",)):
     return {"meta_gradient": grads[0].numpy()}
 
 
+#: (result key, na_op, RAD section) of the checkpointed data-parallel cases
+CHECKPOINTED_CASES = (
+    ("data_RAD_ckpt", ("RAD",), {"checkpoint_every": 2}),
+    ("data_PTT_RAD_ckpt", ("PTT", "RAD"), {"checkpoint_every": 4, "replay": "step"}),
+)
+
+
 def case_name(ops):
     return "data_" + "_".join(ops)
 
@@ -286,6 +295,11 @@ def correctness(share):
     results["meta_data_IAD_CG"] = run_meta_data(share, ("IAD", "CG"))
     # control: without data_parallel each rank differentiates its own shard's problem
     results["replica_RAD"] = run_l2(share, na_op=("RAD",), data_parallel=False)
+    # checkpointed reverse mode: the replays run the same collectives on every rank
+    for name, ops, checkpoint in CHECKPOINTED_CASES:
+        _say(name)
+        results[name] = run_l2(share, na_op=ops, options={"RAD": checkpoint})
+    results["maml_ckpt"] = run_maml(share, options={"IAD": {"checkpoint_every": 2}})
     return results
 
 
