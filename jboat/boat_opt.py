@@ -125,7 +125,7 @@ class Problem:
 
         Combination rules are validated once, when the Problem is constructed.
         """
-        if any(cls.tracks_trajectory for cls in self._operator_classes):
+        if self._plan is not None and self._plan.record:
             self.set_track_trajectory(True)
 
     def _operator_kwargs(self):

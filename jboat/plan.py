@@ -219,7 +219,10 @@ def build_plan(config, classes, ll_objective, reduce=None):
                          reduce=reduce)
     for cls in classes:
         cls.configure_plan(plan, config)
-    plan.record = any(cls.tracks_trajectory for cls in classes)
+    # a solver computing its own UL gradient (DM) never differentiates the trajectory
+    plan.record = (any(cls.tracks_trajectory for cls in classes)
+                   and not any(getattr(cls, "computes_upper_gradient", False)
+                               for cls in classes))
     for cls in classes:
         if cls.effect_on_trajectory and not plan.record:
             logger.warning(
