@@ -144,3 +144,16 @@ def test_nas_darts_smoke():
 def test_darts_derive_skips_the_zero_operation():
     alphas = np.array([[0.0, 0.1, 0.2, 5.0], [3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
     assert nas_darts.derive(alphas) == ["relu-linear", "identity", "relu-linear"]
+
+
+# -- long unroll (checkpointed reverse mode) ---------------------------------------------------
+def test_long_unroll_checkpointed_equals_plain_and_learns():
+    import long_unroll
+
+    tiny = ["--features", "20", "--lower-iters", "12", "--iters", "2", "--quiet"]
+    checkpointed = long_unroll.main(tiny)
+    plain = long_unroll.main(tiny + ["--plain"])
+    # same hyper-gradients, hence the same UL iterates and losses
+    assert np.allclose(checkpointed["ul_losses"], plain["ul_losses"], rtol=1e-5)
+    assert checkpointed["ul_losses"][1] < checkpointed["ul_losses"][0]
+    assert _is_finite_float(checkpointed["peak_mb"])

@@ -94,6 +94,8 @@ def test_iterations_match_update_equations(gm, na, strategy):
         assert rel_err(x_obs, x_new) < 1e-5
         assert problem._upper_opt.param_groups[0]["lr"] == pytest.approx(lam, rel=1e-12)
         x, y, v = x_new, y_new, v_new
+    # DM reads y_K only: the inner loop keeps no differentiable history of the K steps
+    assert not problem._plan.record and not problem._track_opt_traj
     assert np.abs(v).sum() > 1e-3                  # the multiplier entered the x-steps
 
 
@@ -185,6 +187,8 @@ def test_lower_iters_above_one_runs_k_steps_then_dm(gm, na, strategy, K, caplog)
         assert rel_err(x_obs - x, x_new - x) < 1e-3
         assert problem._upper_opt.param_groups[0]["lr"] == pytest.approx(lam, rel=1e-12)
         x, y, v = x_new, y_new, v_new
+    # DM reads y_K only: the inner loop keeps no differentiable history of the K steps
+    assert not problem._plan.record and not problem._track_opt_traj
 
 
 def test_return_grad_gives_the_dm_upper_gradient():
