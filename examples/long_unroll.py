@@ -87,7 +87,8 @@ def main(argv=None):
             if rad.get("checkpoint_every") else "plain RAD")
     peak = peak_rss_mb() - before
     print(f"{mode}: K = {solver['lower_iters']}, {10 * args.features + 10} LL variables")
-    print(f"UL (validation) loss per iteration: {', '.join(f'{v:.4f}' for v in history['UL loss'])}")
+    losses = ", ".join(f"{v:.4f}" for v in history["UL loss"])
+    print(f"UL (validation) loss per iteration: {losses}")
     print(f"time per UL iteration {np.median(times):.1f} s, peak memory above the start "
           f"{peak:.0f} MiB")
     print(f"held-out test accuracy of the lower-level model {accuracy(lower, test):.3f}")

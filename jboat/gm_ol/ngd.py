@@ -77,7 +77,7 @@ def replayable_step(objective, feeds, ul_model, aux_model, aux_opt, first_step=0
     the next state, differentiably; ``state_0`` is the latest fast weights and the
     optimizer's current state. The non-Var part of the optimizer state (e.g. Adam's
     step count) before step ``j`` is remembered the first time step ``j`` runs, so
-    replays reproduce it. ``step.losses`` holds the objective (detached) of the last
+    replays reproduce it. ``step.loss`` holds the objective (detached) of the last
     call.
     """
     ll_feed, ul_feed = feeds

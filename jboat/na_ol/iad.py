@@ -32,8 +32,8 @@ class IAD(ReverseModeHyperGradient):
     ``y_0`` (aligned with ``ul_var``) as the variables to differentiate w.r.t.
     (through the trajectory). Memory
     O(K·|y|), or O((K/c + c)·|y|) with ``IAD.checkpoint_every: c`` (steps replayed
-    from checkpoints in the backward pass; not with a following terminal). The LL model keeps its weights (no warm start: they are the
-    meta-parameters).
+    from checkpoints in the backward pass; not with a following terminal). The LL
+    model keeps its weights (no warm start: they are the meta-parameters).
 
     Ref: Finn, Abbeel, Levine, "Model-agnostic meta-learning for fast adaptation of
     deep networks", ICML 2017.

@@ -33,7 +33,7 @@ update rules of :class:`jboat.higher_jit.DifferentiableSGD` and
 """
 
 import math
-from typing import Callable, List, NamedTuple, Optional
+from typing import Callable, NamedTuple
 
 import jittor as jt
 

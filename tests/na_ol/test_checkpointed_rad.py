@@ -131,8 +131,8 @@ def test_dynamic_initialization_steps_the_initial_point():
     lambda ps: jt.optim.RMSprop(ps, lr=0.01),
 ], ids=["momentum", "nesterov", "adam", "adamw", "rmsprop"])
 @pytest.mark.parametrize("every,replay", [(3, "segment"), (3, "step"), (K, "segment")])
-def test_stateful_inner_optimizers_carry_their_state_in_the_checkpoints(make_opt, every,
-                                                                         replay):
+def test_stateful_inner_optimizers_carry_their_state_in_the_checkpoints(
+        make_opt, every, replay):
     q = Quadratic()
     plain, _ = quadratic_grad(q, ll_opt=make_opt)
     got, _ = quadratic_grad(q, every, replay, ll_opt=make_opt)
