@@ -103,7 +103,8 @@ def D_mean_backward():
     x = jt.array(np.random.RandomState(0).randn(3, 7))
     g = jt.grad(x.mean(), x).numpy()
     error = float(np.abs(g - 1 / 21).max() * 21)
-    return {"bug": error > 1e-12, "detail": f"relative error of mean's float64 backward {error:.3g}"}
+    return {"bug": error > 1e-12,
+            "detail": f"relative error of mean's float64 backward {error:.3g}"}
 
 
 def main():

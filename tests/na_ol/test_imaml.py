@@ -12,15 +12,17 @@ the fixed-point map ``y − s∇h_i`` w.r.t. ``θ`` is ``sλ v``. The ``imaml.ya
 ``IAD + CG`` is upstream's mix (it differentiates w.r.t. ``y_0`` through the trajectory,
 past the proximal anchor) and vanishes as the inner loop converges.
 
-The losses put the Var first in products with Python numbers (``loss * 0.5``): Jittor
-1.3.11 turns ``0.5 * v`` into float32 when ``v`` is a one-element float64 Var
-(tools/jittor_float64_repro.py).
+The losses scale before summing (``(v * c).sum()``, not ``0.5 * v.sum()`` or
+``v.mean()``): in Jittor 1.3.11 ``0.5 * v`` is float32 for a one-element float64 ``v``,
+and the gradient of a scaled sum plus another term can reuse a float32 kernel compiled
+earlier in the process (tools/jittor_float64_repro.py).
 """
 
 import jittor as jt
 import numpy as np
 import pytest
 
+import jboat
 from quadratic import Vector, rel_err
 
 LAM, LR, K = 1.0, 0.5, 60
@@ -33,13 +35,15 @@ def _softplus(v):
 def _proximal_lower_loss(feed, upper_model, lower_model, **kwargs):
     w = lower_model(**kwargs)
     theta = upper_model.value
-    data = _softplus(-feed["z"] * jt.matmul(feed["X"], w)).mean()
-    return data + ((w - theta) * (w - theta)).sum() * (0.5 * LAM)
+    n = feed["X"].shape[0]
+    data = (_softplus(-feed["z"] * jt.matmul(feed["X"], w)) * (1.0 / n)).sum()
+    return data + ((w - theta) * (w - theta) * (0.5 * LAM)).sum()
 
 
 def _upper_loss(feed, upper_model, lower_model, **kwargs):
     w = lower_model(**kwargs)
-    return _softplus(-feed["z"] * jt.matmul(feed["X"], w)).mean()
+    n = feed["X"].shape[0]
+    return (_softplus(-feed["z"] * jt.matmul(feed["X"], w)) * (1.0 / n)).sum()
 
 
 def _sigmoid(v):
@@ -98,7 +102,6 @@ class ProximalLogistic:
                   "lower_level_var": params, "upper_level_var": params,
                   "lower_level_opt": jt.optim.SGD(params, lr=LR),
                   "upper_level_opt": jt.optim.SGD(params, lr=0.1)}
-        import jboat
         problem = jboat.Problem(config, {"lower_level_loss": _proximal_lower_loss,
                                          "upper_level_loss": _upper_loss})
         problem.build_ll_solver().build_ul_solver()
