@@ -9,12 +9,14 @@ process). Jittor 1.3.11 on CPU (``nvcc_path="" use_mkl=0``), float64 through
 A. **A float32 kernel reused for float64.** ``jt.grad((x*x).sum() + x.sum()*0.5, x)`` is
    right in float64 in a fresh process, but if the same expression was differentiated in
    float32 earlier in the process, the float64 gradient is garbage (zeros, -2e-289,
-   1e+39 or inf: float32 bits read as float64), silently. Observed triggers: the
-   gradient of ``x.sum() * c`` or ``x.sum() / c`` (``c`` a Python number or a float64
-   Var) added to another gradient term of ``x``; ``(x * c).sum()`` does not trigger it,
-   and running the float64 computation first (before any float32 one) avoids it. So
-   the fused backward kernel compiled for float32 is looked up again for float64 (a
-   cache key without the dtype for this pattern; not traced further in Jittor's C++).
+   1e+39 or inf: float32 bits read as float64), silently. In this minimal case the
+   trigger is the gradient of ``x.sum() * c`` or ``x.sum() / c`` (``c`` a Python number
+   or a float64 Var) added to another gradient term of ``x``; ``(x * c).sum()`` there
+   does not trigger it, and running the float64 computation first (before any float32
+   one) avoids it. Other graphs are hit too, less visibly: a float64 logistic-regression
+   iMAML test (tests/na_ol/test_imaml.py) came out 4-12 % off after the few-shot tests'
+   float32 work. So a backward kernel compiled for float32 is looked up again for
+   float64 (a cache key without the dtype; not traced further in Jittor's C++).
    This is the "float64 ``jt.grad`` returns zeros or wrong values after float32 work in
    the same process" that the pooling audit and a checkpoint test met: the audit's
    scalar ``(c*y*y).sum()*0.5 + (d*y).sum()`` has the pattern, and the few-shot tests
