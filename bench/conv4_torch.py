@@ -33,15 +33,15 @@ class Conv4(torch.nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
-def make_torch(setting, data, weights):
+def make_torch(setting, data, weights, dtype=torch.float32):
     method, K = setting["method"], setting["K"]
-    model = Conv4(P.channels(weights))
+    model = Conv4(P.channels(weights)).to(dtype)
     with torch.no_grad():
         for p, w in zip(model.parameters(), weights):
-            p.copy_(torch.from_numpy(w))
+            p.copy_(torch.from_numpy(w).to(dtype))
     meta_opt = torch.optim.Adam(model.parameters(), lr=P.META_LR)
     inner_opt = torch.optim.SGD(model.parameters(), lr=P.INNER_LR)
-    feeds = [[{k: torch.from_numpy(v).long() if k.startswith("y") else torch.from_numpy(v)
+    feeds = [[{k: torch.from_numpy(v).long() if k.startswith("y") else torch.from_numpy(v).to(dtype)
                for k, v in task.items()} for task in batch] for batch in data]
     detach = (lambda grads: [g.detach() for g in grads]) if method == "fomaml" else None
 
@@ -100,9 +100,9 @@ def make_torch(setting, data, weights):
     return step
 
 
-def meta_gradients(setting, data, weights):
-    """The first meta-batch's meta-gradient as NumPy arrays."""
-    grads = make_torch(setting, data, weights)(0, update=False)
+def meta_gradients(setting, data, weights, dtype="float32"):
+    """The first meta-batch's meta-gradient as NumPy arrays (computed in ``dtype``)."""
+    grads = make_torch(setting, data, weights, getattr(torch, dtype))(0, update=False)
     return [g.detach().numpy() for g in grads]
 
 
