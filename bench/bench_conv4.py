@@ -62,7 +62,7 @@ def check_worker(args):
     data, weights = P.make_data(), P.initial_weights(args.channels)
     if args.worker == "check-torch":
         import conv4_torch as T
-        grads = {"torch": T.meta_gradients(setting, data, weights)}
+        grads = {"torch": T.meta_gradients(setting, data, weights, args.check_dtype)}
     else:
         import conv4_jittor as J
         grads = J.meta_gradients(setting, data, weights)
@@ -70,13 +70,15 @@ def check_worker(args):
                           for i, g in enumerate(gs)})
 
 
-def check(python, torch_python, has_torch, settings, channels):
+def check(python, torch_python, has_torch, settings, channels, torch_dtype="float32"):
     """Relative error of jboat's and the floor's meta-gradients against each other and
-    against PyTorch + higher (same weights and data; float32)."""
+    against PyTorch + higher (same weights and data; Jittor in float32, PyTorch in
+    ``torch_dtype``)."""
     import tempfile
 
     import numpy as np
-    print(f"\n## meta-gradient check ({channels} channels): max over weight tensors "
+    print(f"\n## meta-gradient check ({channels} channels, PyTorch in {torch_dtype}): max "
+          "over weight tensors "
           "(not the conv biases: BatchNorm cancels them) of ||a - b|| / ||b||")
     for name in settings:
         with tempfile.TemporaryDirectory() as tmp:
@@ -86,7 +88,8 @@ def check(python, torch_python, has_torch, settings, channels):
                     continue
                 out = os.path.join(tmp, worker_name + ".npz")
                 cmd = [exe, os.path.abspath(__file__), "--worker", worker_name, "--setting",
-                       name, "--channels", str(channels), "--out", out]
+                       name, "--channels", str(channels), "--out", out,
+                       "--check-dtype", torch_dtype]
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
                 if proc.returncode:
                     print(f"{name}: {worker_name} failed: {proc.stderr.strip()[-300:]}")
@@ -208,6 +211,9 @@ def main(argv=None):
     parser.add_argument("--check", type=int, default=8, metavar="CHANNELS",
                         help="first compare the meta-gradients of every implementation "
                              "on a Conv4 this wide (0: skip)")
+    parser.add_argument("--check-dtype", default="float32", choices=("float32", "float64"),
+                        help="PyTorch's dtype in the meta-gradient check (float64: a "
+                             "reference for Jittor's float32)")
     parser.add_argument("--json", help="also write every record to this file")
     # worker mode
     parser.add_argument("--worker", choices=("paired", "jboat", "jboat-defaults", "floor",
@@ -231,7 +237,7 @@ def main(argv=None):
         print(f"(PyTorch + higher: not importable by {torch_python}; skipped)")
     start = time.time()
     if args.check:
-        check(python, torch_python, has_torch, settings, args.check)
+        check(python, torch_python, has_torch, settings, args.check, args.check_dtype)
     records, summary = [], []
     for name in settings:
         rounds = []

@@ -136,7 +136,7 @@ def forward(params, x, pool):
 
 
 class Floor:
-    """MAML / FOMAML / iMAML (the maths of jboat's NGD+IAD, NGD+FOA+IAD, NGD+IAD+CG)."""
+    """MAML / FOMAML / iMAML (the maths of jboat's NGD+IAD, NGD+FOA+IAD, NGD+CG)."""
 
     def __init__(self, setting, data, weights):
         self.method, self.K = setting["method"], setting["K"]
@@ -164,23 +164,24 @@ class Floor:
             if self.method == "fomaml":
                 grads = [g.detach() for g in grads]
             fast = [p - P.INNER_LR * g for p, g in zip(fast, grads)]
+            if self.method == "imaml":     # no path through the trajectory
+                fast = [p.detach() for p in fast]
+        if self.method == "imaml":
+            return self.implicit(fast, support, query)
         outer = self.loss(fast, query)
         if self.method == "fomaml":
             return jt.grad(outer, fast)
-        if self.method == "maml":
-            return jt.grad(outer, self.theta)
-        return self.implicit(fast, outer, support)
+        return jt.grad(outer, self.theta)
 
-    def implicit(self, y, outer, support):
-        """c + VJP(y - s grad h(y), theta, v), A v = b with A = s Hess h, b = dF/dy."""
-        n = len(y)
-        both = jt.grad(outer, y + self.theta, retain_graph=True)
-        b, c = [g.detach() for g in both[:n]], both[n:]
+    def implicit(self, y, support, query):
+        """iMAML: ``lam x`` with ``x`` from CG_K on ``(H + lam I) x = grad F(y)``, ``H + lam I``
+        the Hessian of the proximal inner loss at the last iterate ``y``."""
+        b = [g.detach() for g in jt.grad(self.loss(y, query), y)]
         inner = jt.grad(self.inner_loss(y, support), y, retain_graph=True)
 
         def matvec(u):
             dot = sum((g * ui).sum() for g, ui in zip(inner, u))
-            return [h.detach() * P.INNER_LR for h in jt.grad(dot, y, retain_graph=True)]
+            return [h.detach() for h in jt.grad(dot, y, retain_graph=True)]
 
         x = [jt.zeros_like(bi) for bi in b]
         r, p = list(b), list(b)
@@ -193,10 +194,7 @@ class Floor:
             rr_new = sum((ri * ri).sum() for ri in r)
             p = [ri + (rr_new / rr) * pi for ri, pi in zip(r, p)]
             rr = rr_new
-        fixed_point = sum(((yi - P.INNER_LR * gi) * xi.detach()).sum()
-                          for yi, gi, xi in zip(y, inner, x))
-        correction = jt.grad(fixed_point, self.theta)
-        return [ci + gi for ci, gi in zip(c, correction)]
+        return [xi * P.PROXIMAL for xi in x]
 
     def meta_gradient(self, it):
         """The meta-batch's summed meta-gradient (lazy)."""

@@ -4,9 +4,9 @@ The usual way to write MAML with ``higher``: ``innerloop_ctx`` over the stock mo
 (nn.Conv2d, nn.BatchNorm2d in training mode, nn.ReLU, nn.MaxPool2d, nn.Linear),
 ``copy_initial_weights=False``, one ``backward`` of the query loss per task into the
 real parameters, one Adam step per meta-batch. FOMAML: the step gradients detached
-(``grad_callback``), as jboat's FOA. iMAML: the same implicit meta-gradient as jboat's
-IAD + CG (CG on ``s Hess h`` at the last iterate, then the vector-Jacobian product of
-the fixed-point map with the initial weights, through the trajectory).
+(``grad_callback``), as jboat's FOA. iMAML: the implicit meta-gradient of jboat's
+NGD + CG, ``lam x`` with ``x`` from CG on ``(Hess f + lam I) x = grad F`` at the last
+iterate (the inner loop untracked: no path through the trajectory).
 """
 
 import higher
@@ -33,15 +33,15 @@ class Conv4(torch.nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
-def make_torch(setting, data, weights):
+def make_torch(setting, data, weights, dtype=torch.float32):
     method, K = setting["method"], setting["K"]
-    model = Conv4(P.channels(weights))
+    model = Conv4(P.channels(weights)).to(dtype)
     with torch.no_grad():
         for p, w in zip(model.parameters(), weights):
-            p.copy_(torch.from_numpy(w))
+            p.copy_(torch.from_numpy(w).to(dtype))
     meta_opt = torch.optim.Adam(model.parameters(), lr=P.META_LR)
     inner_opt = torch.optim.SGD(model.parameters(), lr=P.INNER_LR)
-    feeds = [[{k: torch.from_numpy(v).long() if k.startswith("y") else torch.from_numpy(v)
+    feeds = [[{k: torch.from_numpy(v).long() if k.startswith("y") else torch.from_numpy(v).to(dtype)
                for k, v in task.items()} for task in batch] for batch in data]
     detach = (lambda grads: [g.detach() for g in grads]) if method == "fomaml" else None
 
@@ -53,24 +53,26 @@ def make_torch(setting, data, weights):
         return loss
 
     def task_step(task):
-        with higher.innerloop_ctx(model, inner_opt, copy_initial_weights=False) as (
-                fmodel, diffopt):
+        implicit = method == "imaml"
+        with higher.innerloop_ctx(model, inner_opt, copy_initial_weights=False,
+                                  track_higher_grads=not implicit) as (fmodel, diffopt):
             theta = list(model.parameters())
             for _ in range(K):
-                loss = inner_loss(fmodel, fmodel.parameters(), theta, task)
+                # a list: the forward would exhaust a generator before the proximal sum
+                loss = inner_loss(fmodel, list(fmodel.parameters()), theta, task)
                 diffopt.step(loss, grad_callback=detach)
-            outer = F.cross_entropy(fmodel(task["xq"]), task["yq"])
-            if method != "imaml":
-                outer.backward()
+            if not implicit:
+                F.cross_entropy(fmodel(task["xq"]), task["yq"]).backward()
                 return
-            y = list(fmodel.parameters())
-            both = torch.autograd.grad(outer, y + theta, retain_graph=True)
-            b, c = [g.detach() for g in both[:len(y)]], both[len(y):]
+            # iMAML: lam x, x from CG on (H + lam I) x = grad F(y_K), at y_K only
+            y = [p.detach().requires_grad_() for p in fmodel.parameters()]
+            outer = F.cross_entropy(fmodel(task["xq"], params=y), task["yq"])
+            b = list(torch.autograd.grad(outer, y))
             inner = torch.autograd.grad(inner_loss(fmodel, y, theta, task), y,
                                         create_graph=True)
 
             def matvec(u):
-                return [h.detach() * P.INNER_LR for h in
+                return [h.detach() for h in
                         torch.autograd.grad(inner, y, grad_outputs=u, retain_graph=True)]
 
             x = [torch.zeros_like(bi) for bi in b]
@@ -84,10 +86,9 @@ def make_torch(setting, data, weights):
                 rr_new = sum((ri * ri).sum() for ri in r)
                 p = [ri + (rr_new / rr) * pi for ri, pi in zip(r, p)]
                 rr = rr_new
-            fixed_point = [yi - P.INNER_LR * gi for yi, gi in zip(y, inner)]
-            correction = torch.autograd.grad(fixed_point, theta, grad_outputs=x)
-            for t, ci, gi in zip(theta, c, correction):
-                t.grad = ci + gi if t.grad is None else t.grad + ci + gi
+            for t, xi in zip(theta, x):
+                g = P.PROXIMAL * xi
+                t.grad = g if t.grad is None else t.grad + g
 
     def step(it, update=True):
         meta_opt.zero_grad()
@@ -99,9 +100,9 @@ def make_torch(setting, data, weights):
     return step
 
 
-def meta_gradients(setting, data, weights):
-    """The first meta-batch's meta-gradient as NumPy arrays."""
-    grads = make_torch(setting, data, weights)(0, update=False)
+def meta_gradients(setting, data, weights, dtype="float32"):
+    """The first meta-batch's meta-gradient as NumPy arrays (computed in ``dtype``)."""
+    grads = make_torch(setting, data, weights, getattr(torch, dtype))(0, update=False)
     return [g.detach().numpy() for g in grads]
 
 

@@ -464,6 +464,24 @@ RAD and DARTS hyper-gradients of small Conv + BatchNorm + MaxPool + AvgPool netw
 against float64 finite differences to 1e-5.
 
 {table}
+## Jittor's float64 path: caveats for your own checks
+
+`python tools/jittor_float64_repro.py` reproduces each (Jittor 1.3.11, CPU):
+
+* **A float32 kernel reused for float64.** Once an expression such as
+  `(x*x).sum() + x.sum()*0.5` has been differentiated in float32, differentiating it in
+  float64 later in the same process gives garbage gradients (zeros, 1e-289, inf),
+  silently; in a fresh process, or when the float64 run comes first, they are right.
+  There the trigger is the gradient of a scaled sum (`x.sum() * c`) plus another term,
+  the form of this table's scalar, but other graphs are hit too (a float64 iMAML test
+  came out 4–12 % off after the few-shot tests). tests/test_second_order_audit.py and
+  tests/na_ol/test_imaml.py therefore measure in a fresh process: run float64 checks in
+  their own process (or before any float32 work).
+* **`0.5 * loss` is float32** when `loss` is a one-element float64 Var (also `2 * v`,
+  `1 - v`, `0.5 + v`); `loss * 0.5` stays float64. Put the Var first.
+* The backward of `v * 0.5` (one-element float64 `v`) is float32, and `mean`'s backward
+  is float32-accurate (above).
+
 Regenerate: `python -m jboat.tools.second_order_audit` (about 5 minutes on 2 cores,
 mostly kernel compilation); `--check` compares with this file.
 """
