@@ -88,10 +88,10 @@ def worker(spec):
     def upper_loss(feed, upper_model, lower_model, **kwargs):
         return ce(lower_model, feed, **kwargs)
 
-    def maml(checkpoint):
+    def maml(checkpoint, start=init):
         model = SmallConv()
         params = trainable(model)
-        for p, w in zip(params, init):
+        for p, w in zip(params, start):
             p.assign(jt.array(w))
         config = {"gm_op": ["NGD"], "na_op": ["IAD"], "lower_iters": K,
                   "track_losses": False, "nan_guard": False, "return_grad": True,
@@ -138,6 +138,17 @@ def worker(spec):
         ref = maml(None).run_iter(support, query, 0)[0]
         ref = np.concatenate([r.numpy().ravel() for r in ref])
         record["rel_diff"] = float(np.linalg.norm(flat - ref) / np.linalg.norm(ref))
+    if spec.get("perturb"):
+        # sensitivity of plain IAD itself: the same from initial weights perturbed by a
+        # relative ``perturb`` (float32 rounding differences grow the same way)
+        noise = np.random.RandomState(2)
+        start = [w * (1 + spec["perturb"] * noise.randn(*w.shape)).astype(np.float32)
+                 for w in init]
+        ref = np.concatenate([r.numpy().ravel() for r in maml(None, start)
+                              .run_iter(support, query, 0)[0]])
+        plain = np.concatenate([r.numpy().ravel() for r in maml(None)
+                                .run_iter(support, query, 0)[0]])
+        record["perturbed_rel_diff"] = float(np.linalg.norm(plain - ref) / np.linalg.norm(ref))
     print("RESULT " + json.dumps(record), flush=True)
 
 
@@ -157,6 +168,9 @@ def main(argv=None):
                         help="empty the cache_name cache's jit folder before each run")
     parser.add_argument("--check", action="store_true",
                         help="ckpt: rel_diff of the meta-gradient against plain IAD")
+    parser.add_argument("--perturb", type=float, default=0.0,
+                        help="also report the meta-gradient change of plain IAD when "
+                             "the initial weights change by this relative amount")
     parser.add_argument("--timeout", type=float, default=1800,
                         help="seconds one worker may run before it is killed")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -172,7 +186,7 @@ def main(argv=None):
             spec = {"mode": mode, "K": K, "every": every, "side": args.side,
                     "channels": args.channels, "queries": args.queries,
                     "inner_lr": args.inner_lr, "iters": args.iters, "warmup": args.warmup,
-                    "cold": args.cold, "check": args.check}
+                    "cold": args.cold, "check": args.check, "perturb": args.perturb}
             r, error = U.launch(__file__, spec, args.timeout)
             if r is None:
                 print(f"{mode:9} {K:>5} failed: {error}", flush=True)
