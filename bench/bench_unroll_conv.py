@@ -20,7 +20,10 @@ iteration; ``--cold`` empties the private ``cache_name`` cache first), ``first_s
 ``warm_s`` (median of ``--iters`` after ``--warmup`` untimed ones), ``peak_mb`` (peak
 RSS above the level before the first iteration) and, with ``--check``, ``rel_diff``:
 the first meta-gradient against a fresh plain Problem's from the same initial weights
-(computed in the same worker after the measurements)::
+(computed in the same worker after the measurements). ``--float64`` runs everything in
+float64 (``auto_convert_64_to_32 = 0``), where plain and checkpointed agree to ~1e-15;
+``--perturb EPS`` also reports how much plain IAD's meta-gradient moves when the initial
+weights change by a relative EPS (the sensitivity float32 rounding meets)::
 
     python bench/bench_unroll_conv.py --K 10 100 1000 --modes plain ckpt ckpt-step --check
 """
@@ -49,6 +52,9 @@ def worker(spec):
     import jittor as jt
     import numpy as np
 
+    dtype = np.float64 if spec.get("float64") else np.float32
+    if spec.get("float64"):
+        jt.flags.auto_convert_64_to_32 = 0
     side, channels, K = spec["side"], spec["channels"], spec["K"]
     final = side // 2 // 2
 
@@ -69,13 +75,12 @@ def worker(spec):
         return [p for p in model.parameters() if not p.is_stop_grad()]
 
     rng = np.random.RandomState(1)
-    init = [rng.uniform(-0.3, 0.3, p.shape).astype(np.float32)
-            for p in trainable(SmallConv())]
+    init = [rng.uniform(-0.3, 0.3, p.shape).astype(dtype) for p in trainable(SmallConv())]
     data = np.random.RandomState(0)
-    support = {"x": jt.array(data.randn(WAYS * SHOTS, 1, side, side).astype(np.float32)),
+    support = {"x": jt.array(data.randn(WAYS * SHOTS, 1, side, side).astype(dtype)),
                "y": jt.array(np.repeat(np.arange(WAYS), SHOTS).astype(np.int32))}
     query = {"x": jt.array(data.randn(WAYS * spec["queries"], 1, side, side)
-                           .astype(np.float32)),
+                           .astype(dtype)),
              "y": jt.array(np.repeat(np.arange(WAYS), spec["queries"]).astype(np.int32))}
     jt.sync(list(support.values()) + list(query.values()))
 
@@ -93,6 +98,10 @@ def worker(spec):
         params = trainable(model)
         for p, w in zip(params, start):
             p.assign(jt.array(w))
+        if spec.get("float64"):   # BatchNorm's running statistics too
+            for p in model.parameters():
+                if p.dtype != "float64":
+                    p.assign(p.float64())
         config = {"gm_op": ["NGD"], "na_op": ["IAD"], "lower_iters": K,
                   "track_losses": False, "nan_guard": False, "return_grad": True,
                   "lower_level_model": model, "upper_level_model": model,
@@ -142,7 +151,7 @@ def worker(spec):
         # sensitivity of plain IAD itself: the same from initial weights perturbed by a
         # relative ``perturb`` (float32 rounding differences grow the same way)
         noise = np.random.RandomState(2)
-        start = [w * (1 + spec["perturb"] * noise.randn(*w.shape)).astype(np.float32)
+        start = [w * (1 + spec["perturb"] * noise.randn(*w.shape)).astype(dtype)
                  for w in init]
         ref = np.concatenate([r.numpy().ravel() for r in maml(None, start)
                               .run_iter(support, query, 0)[0]])
@@ -171,6 +180,8 @@ def main(argv=None):
     parser.add_argument("--perturb", type=float, default=0.0,
                         help="also report the meta-gradient change of plain IAD when "
                              "the initial weights change by this relative amount")
+    parser.add_argument("--float64", action="store_true",
+                        help="float64 weights and data (auto_convert_64_to_32 off)")
     parser.add_argument("--timeout", type=float, default=1800,
                         help="seconds one worker may run before it is killed")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -186,7 +197,8 @@ def main(argv=None):
             spec = {"mode": mode, "K": K, "every": every, "side": args.side,
                     "channels": args.channels, "queries": args.queries,
                     "inner_lr": args.inner_lr, "iters": args.iters, "warmup": args.warmup,
-                    "cold": args.cold, "check": args.check, "perturb": args.perturb}
+                    "cold": args.cold, "check": args.check, "perturb": args.perturb,
+                    "float64": args.float64}
             r, error = U.launch(__file__, spec, args.timeout)
             if r is None:
                 print(f"{mode:9} {K:>5} failed: {error}", flush=True)
