@@ -17,17 +17,28 @@ from _common import jboat, jt, np, parser, progress, save_plot, setup
 from l2_regularization import LogisticRegression, LogStrength, accuracy, lower_loss, upper_loss
 
 
-def peak_rss_mb():
-    """Peak resident memory of this process (MiB), from /proc (Linux) or getrusage."""
+def _status_mb(field):
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise OSError(field)
+
+
+def start_peak():
+    """Start measuring peak memory here: returns the baseline (MiB), or None where
+    /proc (Linux) cannot reset the peak counter."""
     try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")            # resets VmHWM to the current resident size
+        return _status_mb("VmRSS")
     except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return None
+
+
+def peak_above_mb(baseline):
+    """Peak resident memory since :func:`start_peak` above its baseline (MiB)."""
+    return float("nan") if baseline is None else _status_mb("VmHWM") - baseline
 
 
 def make_data(seed, features, n_train=100, n_val=200, n_test=500, informative=10, classes=10):
@@ -70,7 +81,7 @@ def main(argv=None):
                                      "upper_level_loss": upper_loss})
     problem.build_ll_solver().build_ul_solver()
 
-    before = peak_rss_mb()
+    baseline = start_peak()
     history = {"UL loss": []}
     times = []
     bar = progress(range(args.iters), args.quiet, desc="bilevel", unit="it")
@@ -85,7 +96,7 @@ def main(argv=None):
     rad = solver.get("RAD") or {}
     mode = (f"checkpointed (every {rad['checkpoint_every']}, replay {rad['replay']})"
             if rad.get("checkpoint_every") else "plain RAD")
-    peak = peak_rss_mb() - before
+    peak = peak_above_mb(baseline)
     print(f"{mode}: K = {solver['lower_iters']}, {10 * args.features + 10} LL variables")
     losses = ", ".join(f"{v:.4f}" for v in history["UL loss"])
     print(f"UL (validation) loss per iteration: {losses}")

@@ -156,4 +156,4 @@ def test_long_unroll_checkpointed_equals_plain_and_learns():
     # same hyper-gradients, hence the same UL iterates and losses
     assert np.allclose(checkpointed["ul_losses"], plain["ul_losses"], rtol=1e-5)
     assert checkpointed["ul_losses"][1] < checkpointed["ul_losses"][0]
-    assert _is_finite_float(checkpointed["peak_mb"])
+    assert isinstance(checkpointed["peak_mb"], float)
