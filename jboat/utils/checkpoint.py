@@ -122,16 +122,16 @@ def _segment(step, state, start, stop):
 
 
 def _vjp(outputs, cotangents, targets):
-    """Gradients of ``sum_i <outputs_i, cotangents_i>`` (or of a scalar ``outputs``
-    when ``cotangents`` is None) with respect to ``targets``, detached and executed.
-    Without cotangents the scalar's value is executed with them and returned last."""
+    """``(total, grads)``: ``total = sum_i <outputs_i, cotangents_i>`` (or the scalar
+    ``outputs`` when ``cotangents`` is None) and its gradients with respect to
+    ``targets`` (lazy: the caller executes them)."""
     if cotangents is None:
         total = outputs
     else:
         total = sum((o * c).sum() for o, c in zip(outputs, cotangents))
     with quiet_jittor_log():
         grads = jt.grad(total, targets)
-    return _detached(list(grads) + ([total] if cotangents is None else []))
+    return total, list(grads)
 
 
 def state_at(step, trajectory, k):
@@ -194,14 +194,15 @@ def reverse_checkpointed(step, trajectory, hyper, terminal=None, cotangent=None,
     def backward(start_state, j_start, j_stop, cot):
         """VJP of steps j_start..j_stop-1 (or of F when cot is None) from start_state."""
         out = _segment(step, start_state, j_start, j_stop)
-        grads = _vjp(terminal(out) if cot is None else out, cot, start_state + hyper)
-        if cot is None:
-            terminal_value = grads.pop()
-            if value is not None:
-                value.append(terminal_value)
-        gh = grads[len(start_state):]
-        grad_hyper[:] = _detached([a + b for a, b in zip(grad_hyper, gh)])
-        return grads[:len(start_state)]
+        total, grads = _vjp(terminal(out) if cot is None else out, cot, start_state + hyper)
+        n = len(start_state)
+        summed = [a + b for a, b in zip(grad_hyper, grads[n:])]
+        # one execution pass: the cotangent, the running hyper-gradient (and F's value)
+        done = _detached(grads[:n] + summed + ([total] if cot is None else []))
+        grad_hyper[:] = done[n:n + len(summed)]
+        if cot is None and value is not None:
+            value.append(done[-1])
+        return done[:n]
 
     segment_start = (stop - 1) // c * c if stop > 0 else 0
     segment_stop = stop
