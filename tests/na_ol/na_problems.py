@@ -103,7 +103,21 @@ class MetaRegression:
 
 # -- a non-quadratic problem ---------------------------------------------------------------
 def _softplus(v):
-    return jt.maximum(v, 0.0) + jt.log(1.0 + jt.exp(-jt.abs(v)))
+    # ``Var + 1.0``, not ``1.0 + Var``: the reflected form demotes one-element float64
+    # Vars to float32 (tools/jittor_float64_repro.py, case B)
+    return jt.maximum(v, 0.0) + jt.log(jt.exp(-jt.abs(v)) + 1.0)
+
+
+def logistic_tasks(rng, tasks, n, m):
+    """``tasks`` logistic-regression tasks (train ``X, z`` and query ``Xq, zq``, labels
+    ±1 of a random linear rule with noise) drawn from ``rng``."""
+    out = []
+    for _ in range(tasks):
+        w_true = rng.randn(m)
+        X, Xq = rng.randn(n, m), rng.randn(n, m)
+        out.append({"X": X, "z": np.sign(X @ w_true + 0.3 * rng.randn(n)),
+                    "Xq": Xq, "zq": np.sign(Xq @ w_true + 0.3 * rng.randn(n))})
+    return out
 
 
 def logistic_lower_loss(feed, upper_model, lower_model, **kwargs):
@@ -210,12 +224,7 @@ class MetaLogistic:
 
     def __init__(self, tasks=2, n=8, m=4, seed=7, lr=1.0, lam=0.3):
         rng = np.random.RandomState(seed)
-        self.tasks = []
-        for _ in range(tasks):
-            w_true = rng.randn(m)
-            X, Xq = rng.randn(n, m), rng.randn(n, m)
-            self.tasks.append({"X": X, "z": np.sign(X @ w_true + 0.3 * rng.randn(n)),
-                               "Xq": Xq, "zq": np.sign(Xq @ w_true + 0.3 * rng.randn(n))})
+        self.tasks = logistic_tasks(rng, tasks, n, m)
         self.theta = 0.5 * rng.randn(m)
         self.lr, self.lam = lr, lam
 

@@ -24,13 +24,10 @@ import numpy as np
 import pytest
 
 import jboat
+from na_problems import _np_sigmoid, _softplus, logistic_tasks
 from quadratic import Vector, rel_err
 
 LAM, LR, K = 1.0, 0.5, 60
-
-
-def _softplus(v):
-    return jt.maximum(v, 0.0) + jt.log(jt.exp(-jt.abs(v)) + 1.0)
 
 
 def _proximal_lower_loss(feed, upper_model, lower_model, **kwargs):
@@ -47,30 +44,21 @@ def _upper_loss(feed, upper_model, lower_model, **kwargs):
     return (_softplus(-feed["z"] * jt.matmul(feed["X"], w)) * (1.0 / n)).sum()
 
 
-def _sigmoid(v):
-    return 0.5 * (1.0 + np.tanh(0.5 * v))
-
-
 class ProximalLogistic:
     def __init__(self, tasks=2, n=8, m=4, seed=11):
         rng = np.random.RandomState(seed)
-        self.tasks = []
-        for _ in range(tasks):
-            w_true = rng.randn(m)
-            X, Xq = rng.randn(n, m), rng.randn(n, m)
-            self.tasks.append({"X": X, "z": np.sign(X @ w_true + 0.3 * rng.randn(n)),
-                               "Xq": Xq, "zq": np.sign(Xq @ w_true + 0.3 * rng.randn(n))})
+        self.tasks = logistic_tasks(rng, tasks, n, m)
         self.theta = 0.5 * rng.randn(m)
         self.m = m
 
     # -- float64 oracle -------------------------------------------------------------------
     @staticmethod
     def _grad(X, z, w):
-        return -X.T @ (z * _sigmoid(-z * (X @ w))) / len(z)
+        return -X.T @ (z * _np_sigmoid(-z * (X @ w))) / len(z)
 
     @staticmethod
     def _hessian(X, z, w):
-        s = _sigmoid(-z * (X @ w))
+        s = _np_sigmoid(-z * (X @ w))
         return X.T @ ((s * (1 - s) / len(z))[:, None] * X)
 
     def solution(self, task):
