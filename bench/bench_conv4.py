@@ -22,7 +22,11 @@ ms per meta-iteration and the ratios jboat/floor (within each paired process) an
 jboat/torch (jboat's median of a round over the faster torch median of the same
 round). Memory: peak resident memory above the level just before the first
 meta-iteration, one fresh process per implementation and setting (``--no-memory``
-skips it).
+skips it, ``--memory-only`` runs nothing else), for the floor as timed (the whole
+meta-batch one lazy graph), the floor run task by task (``floor-synced``: the memory
+floor, each task's graph freed before the next, as PyTorch and jboat do), jboat and
+PyTorch; for the Jittor runs also Jittor's own peak of live Var buffers
+(``profile_memory_enable``), which splits the resident peak into tensors and the rest.
 """
 
 import argparse
@@ -51,7 +55,8 @@ def _jittor_impls(names, setting, data, weights):
     import conv4_jittor as J
     makers = {"jboat": lambda: J.make_jboat(setting, data, weights, lean=True),
               "jboat-defaults": lambda: J.make_jboat(setting, data, weights, lean=False),
-              "floor": lambda: J.make_floor(setting, data, weights)}
+              "floor": lambda: J.make_floor(setting, data, weights),
+              "floor-synced": lambda: J.make_floor(setting, data, weights, sync_tasks=True)}
     return {name: makers[name]() for name in names}, J.sync, J.cleanup, "jittor"
 
 
@@ -133,6 +138,9 @@ def worker(args):
         steps, sync, cleanup, framework = _jittor_impls(names, setting, data, weights)
         import jittor as jt
         framework = f"jittor {jt.__version__} use_mkl={os.environ.get('use_mkl', '?')}"
+        if args.live_memory:
+            # Jittor's own accounting: the largest total of live Var buffers
+            jt.flags.profile_memory_enable = 1
     gc.collect()
     base_rss, _ = memory_mb()
     has_peak = reset_peak()
@@ -149,24 +157,30 @@ def worker(args):
             if it >= args.warmup:
                 times[name].append(elapsed)
     _, peak = memory_mb()
+    live = None
+    if args.live_memory and args.worker != "torch":
+        import jittor as jt
+        live = int(jt.get_max_memory_info().split("[!@#div1!@#]")[0]) / 2 ** 20
     cleanup()
     record = {"worker": args.worker, "setting": args.setting, "channels": args.channels,
               "framework": framework, "threads": args.threads,
               "median_s": {n: statistics.median(t) for n, t in times.items()},
               "first_s": first, "times": times,
-              "peak_mb": (peak - base_rss) if has_peak else None}
+              "peak_mb": (peak - base_rss) if has_peak else None, "live_peak_mb": live}
     sys.stdout.write("\nRESULT " + json.dumps(record) + "\n")
     sys.stdout.flush()
 
 
 # -- driver ------------------------------------------------------------------------------
 def run_worker(python, worker_name, setting, channels, iters, warmup, threads=1,
-               with_defaults=False, timeout=1800):
+               with_defaults=False, live_memory=False, timeout=1800):
     cmd = [python, os.path.abspath(__file__), "--worker", worker_name, "--setting", setting,
            "--channels", str(channels), "--iters", str(iters), "--warmup", str(warmup),
            "--threads", str(threads)]
     if with_defaults:
         cmd.append("--with-defaults")
+    if live_memory:
+        cmd.append("--live-memory")
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
@@ -208,6 +222,12 @@ def main(argv=None):
     parser.add_argument("--with-defaults", action="store_true",
                         help="also time jboat with its defaults (track_losses, nan_guard)")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-repeats", type=int, default=3,
+                        help="fresh processes per memory cell (the median is shown)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="skip the check and the timing rounds")
+    parser.add_argument("--live-memory", action="store_true",
+                        help="worker: also record Jittor's peak of live Var buffers")
     parser.add_argument("--check", type=int, default=8, metavar="CHANNELS",
                         help="first compare the meta-gradients of every implementation "
                              "on a Conv4 this wide (0: skip)")
@@ -217,7 +237,8 @@ def main(argv=None):
     parser.add_argument("--json", help="also write every record to this file")
     # worker mode
     parser.add_argument("--worker", choices=("paired", "jboat", "jboat-defaults", "floor",
-                                             "torch", "check-jittor", "check-torch"))
+                                             "floor-synced", "torch", "check-jittor",
+                                             "check-torch"))
     parser.add_argument("--out", help="check workers: .npz file to write")
     parser.add_argument("--setting", choices=sorted(P.SETTINGS))
     args, _ = parser.parse_known_args(argv)
@@ -236,6 +257,8 @@ def main(argv=None):
     if not has_torch:
         print(f"(PyTorch + higher: not importable by {torch_python}; skipped)")
     start = time.time()
+    if args.memory_only:
+        args.check, args.rounds = 0, 0
     if args.check:
         check(python, torch_python, has_torch, settings, args.check, args.check_dtype)
     records, summary = [], []
@@ -266,12 +289,13 @@ def main(argv=None):
             print(f"{name} round {r + 1}: " + "; ".join(cells), flush=True)
         summary.append((name, rounds))
 
-    print("\n## median ms per meta-iteration (median over rounds of each run's median)")
-    print("| setting | floor | jboat | torch (best threads) | jboat/floor | jboat/torch | "
-          "floor/torch |")
-    print("|---|---|---|---|---|---|---|")
     table = []
-    for name, rounds in summary:
+    if args.rounds:
+        print("\n## median ms per meta-iteration (median over rounds of each run's median)")
+        print("| setting | floor | jboat | torch (best threads) | jboat/floor | jboat/torch | "
+              "floor/torch |")
+        print("|---|---|---|---|---|---|---|")
+    for name, rounds in summary if args.rounds else ():
         ok = [(p, t) for p, t in rounds if "error" not in p]
         if not ok:
             print(f"| {name} | n/a | | | | | |")
@@ -306,25 +330,42 @@ def main(argv=None):
     memory = []
     if not args.no_memory:
         print("\n## peak resident memory above the level before the first meta-iteration "
-              "(MiB; fresh process each, 3 iterations)")
-        print("| setting | floor | jboat | torch |")
-        print("|---|---|---|---|")
+              f"(MiB; median of {args.memory_repeats} fresh processes of 3 iterations "
+              "each, [range]; in brackets Jittor's own peak of live Var buffers, all of them)")
+        print("| setting | floor (meta-batch lazy) | floor (per-task sync) | jboat | torch "
+              "| jboat/torch | floor-synced/torch |")
+        print("|---|---|---|---|---|---|---|")
         for name in settings:
-            cells = []
-            for impl in ("floor", "jboat", "torch"):
+            cells, peaks = [], {}
+            for impl in ("floor", "floor-synced", "jboat", "torch"):
                 if impl == "torch" and not has_torch:
                     cells.append("")
                     continue
-                threads = 1
                 row = next((r for r in table if r["setting"] == name), {})
+                threads = thread_counts[-1]
                 if impl == "torch" and row.get("torch_threads"):
                     threads = statistics.mode(row["torch_threads"])
-                run = run_worker(torch_python if impl == "torch" else python, impl, name,
-                                 args.channels, iters=2, warmup=1, threads=threads)
-                run["memory_run"] = True
-                memory.append(run)
-                cells.append("n/a" if "error" in run or run.get("peak_mb") is None
-                             else f"{run['peak_mb']:.0f}")
+                runs = []
+                for _ in range(args.memory_repeats):
+                    run = run_worker(torch_python if impl == "torch" else python, impl, name,
+                                     args.channels, iters=2, warmup=1, threads=threads,
+                                     live_memory=impl != "torch")
+                    run["memory_run"] = True
+                    memory.append(run)
+                    if "error" not in run and run.get("peak_mb") is not None:
+                        runs.append(run)
+                if not runs:
+                    cells.append("n/a")
+                    continue
+                peaks[impl] = statistics.median(r["peak_mb"] for r in runs)
+                lives = [r["live_peak_mb"] for r in runs if r.get("live_peak_mb")]
+                spread = (f" [{min(r['peak_mb'] for r in runs):.0f}–"
+                          f"{max(r['peak_mb'] for r in runs):.0f}]" if len(runs) > 1 else "")
+                cells.append(f"{peaks[impl]:.0f}{spread}"
+                             + (f" ({statistics.median(lives):.0f})" if lives else ""))
+            for num in ("jboat", "floor-synced"):
+                cells.append(f"{peaks[num] / peaks['torch']:.2f}"
+                             if num in peaks and peaks.get("torch") else "")
             print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
     print(f"\n(total benchmark time {time.time() - start:.0f} s; load average at the end "
           f"{os.getloadavg()[0]:.2f})")

@@ -11,6 +11,11 @@ operator chain, no bookkeeping. Its max-pool is the cheapest correct one for the
 order of derivatives needed: Jittor's own pooling kernel for first-order MAML, and a
 crop + reshape + max for the second-order recipes (Jittor's pooling kernel has no
 second derivative: its backward's own derivative is zero).
+
+The floor leaves the whole meta-batch lazy (one graph of all tasks, run at the caller's
+synchronisation: Jittor's fastest schedule here). ``make_floor(..., sync_tasks=True)``
+runs each task's graph before building the next, as PyTorch's per-task ``backward()``
+and jboat's ``accumulate_grad`` do: the memory floor.
 """
 
 import jboat  # noqa: F401  (environment defaults before Jittor)
@@ -138,8 +143,9 @@ def forward(params, x, pool):
 class Floor:
     """MAML / FOMAML / iMAML (the maths of jboat's NGD+IAD, NGD+FOA+IAD, NGD+CG)."""
 
-    def __init__(self, setting, data, weights):
+    def __init__(self, setting, data, weights, sync_tasks=False):
         self.method, self.K = setting["method"], setting["K"]
+        self.sync_tasks = sync_tasks
         self.pool = _pool_kernel if self.method == "fomaml" else _pool_reshape
         self.theta = [jt.array(w) for w in weights]   # a parameter order as the module's
         self.m = [jt.zeros_like(t) for t in self.theta]
@@ -203,6 +209,9 @@ class Floor:
         for support, query in zip(supports, queries):
             grads = self.task_gradient(support, query)
             total = grads if total is None else [a + g for a, g in zip(total, grads)]
+            if self.sync_tasks:   # run this task's graph now, free it before the next
+                total = [t.detach() for t in total]
+                jt.sync(total)
         return total
 
     def step(self, it):
@@ -220,8 +229,8 @@ class Floor:
         self.theta = new_theta
 
 
-def make_floor(setting, data, weights):
-    floor = Floor(setting, data, weights)
+def make_floor(setting, data, weights, sync_tasks=False):
+    floor = Floor(setting, data, weights, sync_tasks=sync_tasks)
     return floor.step
 
 

@@ -11,7 +11,8 @@ cross-entropy after adaptation, summed over a meta-batch of tasks.
     python examples/few_shot.py                                 # MAML (NGD + IAD)
     python examples/few_shot.py --config configs/fomaml.yaml    # first-order MAML
     python examples/few_shot.py --adapt head                    # ANIL: adapt the head only
-    python examples/few_shot.py --config configs/imaml.yaml     # iMAML-style (IAD + CG)
+    python examples/few_shot.py --config configs/imaml_implicit.yaml  # iMAML (CG)
+    python examples/few_shot.py --config configs/imaml.yaml     # upstream's IAD + CG
     python examples/few_shot.py --channels 64 --iters 2000      # the paper-sized Conv4
 
 ANIL (Raghu et al., ICLR 2020) is MAML's recipe with other lower-level variables, so it

@@ -7,13 +7,15 @@ model: the lower level adapts it to one task with a few SGD steps on the support
 loss, the upper level learns the initialisation (meta-parameters) that minimises the
 query loss after adaptation, summed over a meta-batch of tasks
 (accumulate_grad: one LL/UL feed per task). The tasks are generated here.
-With an implicit recipe (CG or NS in na_op, e.g. configs/imaml.yaml) the LL loss gets
-iMAML's proximal term (lambda/2)||y - theta||^2 (--proximal, default 50), without which
-the LL Hessian of this non-convex task is indefinite and the linear solve unreliable.
+With an implicit recipe (CG or NS in na_op, e.g. configs/imaml_implicit.yaml) the LL
+loss gets iMAML's proximal term (lambda/2)||y - theta||^2 (--proximal, default 50), in
+the inner steps and in the linear solve; without it the LL Hessian of this non-convex
+task is indefinite and the solve unreliable (and iMAML's meta-gradient is zero).
 
     python examples/meta_learning.py                               # MAML (NGD+IAD)
     python examples/meta_learning.py --config configs/fomaml.yaml  # first-order MAML
-    python examples/meta_learning.py --config configs/imaml.yaml   # iMAML-style (IAD+CG)
+    python examples/meta_learning.py --config configs/imaml_implicit.yaml  # iMAML (CG)
+    python examples/meta_learning.py --config configs/imaml.yaml   # upstream's IAD+CG
 
 Reported on held-out tasks: query MSE after adapting the meta-learned initialisation
 with the same number of SGD steps (lower_iters) on the support set, before adapting
@@ -47,12 +49,17 @@ def mse(model, feed, **kwargs):
 
 
 def lower_loss(feed, upper_model, lower_model, proximal=0.0, **kwargs):
-    """Support MSE, optionally + proximal/2 ||y - θ||² (iMAML's regulariser)."""
+    """Support MSE, optionally + proximal/2 ||y - θ||² (iMAML's regulariser), in every
+    inner step as well as in the implicit solve."""
     loss = mse(lower_model, feed, **kwargs)
-    if proximal and "params" in kwargs:
-        loss = loss + 0.5 * proximal * sum(
-            ((fast - meta) ** 2).sum()
-            for fast, meta in zip(kwargs["params"], upper_model.parameters()))
+    if proximal:
+        fast = kwargs.get("params")
+        if fast is None:
+            fast = lower_model.parameters()
+        terms = [((f - m) ** 2).sum() for f, m in zip(fast, upper_model.parameters())
+                 if f is not m]
+        if terms:
+            loss = loss + 0.5 * proximal * sum(terms)
     return loss
 
 

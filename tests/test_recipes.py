@@ -3,7 +3,9 @@
 Each recipe runs on a tiny problem that suits it:
 
 * ``accumulate_grad`` recipes (MAML, FOMAML, iMAML): meta-learning with the UL model
-  equal to the LL model and lists of per-task feeds (tests/na_ol/na_problems.py);
+  equal to the LL model and lists of per-task feeds (tests/na_ol/na_problems.py); an
+  implicit one without IAD (``imaml_implicit``: iMAML proper) gets iMAML's proximal term
+  in the LL loss and must equal iMAML's closed form;
 * everything else, including the first-order ``fo_op`` recipes: the quadratic problem of
   tests/quadratic.py (GDA recipes get its ``gda_loss``; GAFFO, which needs UL and LL
   variables of the same shapes, a square variant; FO recipes an LL loss shifted by a
@@ -27,6 +29,8 @@ from quadratic import Quadratic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
+#: iMAML's proximal strength for the implicit meta-learning recipes
+IMAML_PROXIMAL = 2.0
 
 
 def _operators(recipe):
@@ -54,8 +58,13 @@ def _build(recipe, **extra):
         options.pop("accumulate_grad")
         gm_op, na_op = options.pop("gm_op"), options.pop("na_op")
         lower_iters = options.pop("lower_iters", 3)
-        problem = meta.build(gm_op, na_op, lower_iters=lower_iters, **options)
-        return problem, meta.feeds(), None
+        names = [n.upper() for n in na_op]
+        implicit = "IAD" not in names and {"CG", "NS"} & set(names)
+        proximal = IMAML_PROXIMAL if implicit else 0.0
+        problem = meta.build(gm_op, na_op, lower_iters=lower_iters, proximal=proximal,
+                             **options)
+        oracle = meta.imaml_gradient(lower_iters, proximal) if implicit else None
+        return problem, meta.feeds(), oracle
     square = recipe.get("fo_op") == "GAFFO"
     q = Quadratic(n=4, m=4) if square else Quadratic()
     gm_op, na_op = options.pop("gm_op", None), options.pop("na_op", None)
@@ -102,6 +111,9 @@ def test_recipe_builds_and_runs_one_iteration(path):
     if oracle is not None:
         cosine = g @ oracle / (np.linalg.norm(g) * np.linalg.norm(oracle))
         assert cosine > 0.9, f"hyper-gradient direction off: cosine {cosine:.3f}"
+    if oracle is not None and recipe.get("accumulate_grad"):
+        # iMAML: CG with k >= dim is exact on the quadratic tasks, so the value too
+        np.testing.assert_allclose(g, oracle, rtol=1e-4, atol=1e-6)
 
     problem, (ll_feed, ul_feed), _ = _build(recipe, return_grad=False)
     before = [v.numpy().copy() for v in problem._ul_var]

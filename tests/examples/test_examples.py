@@ -116,7 +116,8 @@ def test_corrupt_labels_changes_exactly_the_flagged_fraction():
 
 
 # -- meta-learning -------------------------------------------------------------------------
-@pytest.mark.parametrize("recipe", ["maml.yaml", "fomaml.yaml", "imaml.yaml"])
+@pytest.mark.parametrize("recipe", ["maml.yaml", "fomaml.yaml", "imaml.yaml",
+                                    "imaml_implicit.yaml"])
 def test_meta_learning_smoke(recipe):
     metrics = meta_learning.main(["--config", os.path.join(ROOT, "configs", recipe),
                                   "--iters", "3", "--meta-batch", "2", "--eval-tasks", "2",
@@ -125,8 +126,8 @@ def test_meta_learning_smoke(recipe):
                 "random_init_post_adaptation_loss", "final_train_query_loss"):
         assert _is_finite_float(metrics[key]) and metrics[key] >= 0.0, key
     assert metrics["adaptation_steps"] == 5
-    assert metrics["proximal"] == (meta_learning.IMPLICIT_PROXIMAL if recipe == "imaml.yaml"
-                                   else 0.0)
+    assert metrics["proximal"] == (meta_learning.IMPLICIT_PROXIMAL
+                                   if recipe.startswith("imaml") else 0.0)
 
 
 # -- DARTS ---------------------------------------------------------------------------------

@@ -61,7 +61,9 @@ class MetaRegression:
         ul = [{"Q": f32(t["Q"]), "z": f32(t["z"])} for t in self.tasks]
         return ll, ul
 
-    def build(self, gm_op=("NGD",), na_op=("IAD",), lower_iters=3, **options):
+    def build(self, gm_op=("NGD",), na_op=("IAD",), lower_iters=3, proximal=0.0,
+              **options):
+        """``proximal``: iMAML's ``(λ/2)‖y − θ‖²`` added to each task's LL loss."""
         self.model = Vector(self.theta)
         params = list(self.model.parameters())
         config = {"gm_op": list(gm_op), "na_op": list(na_op), "lower_iters": lower_iters,
@@ -71,7 +73,14 @@ class MetaRegression:
                   "lower_level_opt": jt.optim.SGD(params, lr=self.lr),
                   "upper_level_opt": jt.optim.SGD(params, lr=0.1)}
         config.update(options)
-        losses = {"lower_level_loss": meta_lower_loss, "upper_level_loss": meta_upper_loss,
+        lower = meta_lower_loss
+        if proximal:
+            def lower(feed, upper_model, lower_model, **kwargs):
+                w = lower_model(**kwargs)
+                d = w - upper_model.value
+                return meta_lower_loss(feed, upper_model, lower_model, **kwargs) + (
+                    d * d * (0.5 * proximal)).sum()
+        losses = {"lower_level_loss": lower, "upper_level_loss": meta_upper_loss,
                   "gda_loss": meta_gda_loss}
         return jboat.Problem(config, losses).build_ll_solver().build_ul_solver()
 
@@ -88,6 +97,18 @@ class MetaRegression:
     def upper_grad(self, task, y):
         Q = task["Q"]
         return Q.T @ (Q @ y - task["z"]) / Q.shape[0]
+
+    def imaml_gradient(self, K, lam):
+        """``Σ_i λ(A_i + λI)⁻¹∇F_i(y_K^i)``, ``y_K^i`` from ``K`` SGD steps on the
+        proximal LL loss ``f_i + (λ/2)‖y − θ‖²`` started at ``θ``."""
+        total = np.zeros(self.m)
+        for task in self.tasks:
+            y = self.theta.copy()
+            for _ in range(K):
+                y = y - self.lr * (task["A"] @ y - task["b"] + lam * (y - self.theta))
+            H = task["A"] + lam * np.eye(self.m)
+            total += lam * np.linalg.solve(H, self.upper_grad(task, y))
+        return total
 
     def meta_gradient(self, K, first_order=False, inner=None):
         """``Σ_i (M_i^K)ᵀ G_i`` with ``G_i = inner(task, ∇F_i(y_K))`` (default ∇F_i)."""
