@@ -25,8 +25,9 @@ meta-iteration, one fresh process per implementation and setting (``--no-memory`
 skips it, ``--memory-only`` runs nothing else), for the floor as timed (the whole
 meta-batch one lazy graph), the floor run task by task (``floor-synced``: the memory
 floor, each task's graph freed before the next, as PyTorch and jboat do), jboat and
-PyTorch; for the Jittor runs also Jittor's own peak of live Var buffers
-(``profile_memory_enable``), which splits the resident peak into tensors and the rest.
+PyTorch; with each also the peak of live tensors, which splits the resident peak into
+tensors and the rest: Jittor's own count of live Var buffers (``profile_memory_enable``),
+PyTorch's estimated from its profiler's memory records in one more iteration.
 """
 
 import argparse
@@ -119,6 +120,23 @@ def check(python, torch_python, has_torch, settings, channels, torch_dtype="floa
               f"floor vs torch {rel(fl, to)}", flush=True)
 
 
+def _torch_live_peak(step, it):
+    """PyTorch's peak of live tensor bytes in one more meta-iteration (after the resident
+    peak was read), from the profiler's memory records: each operator's own allocations
+    minus frees, in start order (an estimate: frees inside an operator count at its
+    start). The tensors alive before the iteration are not included."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step(it)
+    changes = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]"
+                      else e.self_cpu_memory_usage) for e in prof.events())
+    level = peak = 0
+    for _, change in changes:
+        level += change
+        peak = max(peak, level)
+    return peak / 2 ** 20
+
+
 def worker(args):
     if args.worker.startswith("check"):
         return check_worker(args)
@@ -161,6 +179,8 @@ def worker(args):
     if args.live_memory and args.worker != "torch":
         import jittor as jt
         live = int(jt.get_max_memory_info().split("[!@#div1!@#]")[0]) / 2 ** 20
+    elif args.live_memory:
+        live = _torch_live_peak(steps["torch"], args.warmup + args.iters)
     cleanup()
     record = {"worker": args.worker, "setting": args.setting, "channels": args.channels,
               "framework": framework, "threads": args.threads,
@@ -331,7 +351,9 @@ def main(argv=None):
     if not args.no_memory:
         print("\n## peak resident memory above the level before the first meta-iteration "
               f"(MiB; median of {args.memory_repeats} fresh processes of 3 iterations "
-              "each, [range]; in brackets Jittor's own peak of live Var buffers, all of them)")
+              "each, [range]; in brackets the peak of live tensors: Jittor's own count of "
+              "Var buffers, all of them; PyTorch's from its profiler, above the start of a "
+              "4th iteration)")
         print("| setting | floor (meta-batch lazy) | floor (per-task sync) | jboat | torch "
               "| jboat/torch | floor-synced/torch |")
         print("|---|---|---|---|---|---|---|")
@@ -349,7 +371,7 @@ def main(argv=None):
                 for _ in range(args.memory_repeats):
                     run = run_worker(torch_python if impl == "torch" else python, impl, name,
                                      args.channels, iters=2, warmup=1, threads=threads,
-                                     live_memory=impl != "torch")
+                                     live_memory=True)
                     run["memory_run"] = True
                     memory.append(run)
                     if "error" not in run and run.get("peak_mb") is not None:

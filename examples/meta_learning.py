@@ -8,9 +8,11 @@ loss, the upper level learns the initialisation (meta-parameters) that minimises
 query loss after adaptation, summed over a meta-batch of tasks
 (accumulate_grad: one LL/UL feed per task). The tasks are generated here.
 With an implicit recipe (CG or NS in na_op, e.g. configs/imaml_implicit.yaml) the LL
-loss gets iMAML's proximal term (lambda/2)||y - theta||^2 (--proximal, default 50), in
-the inner steps and in the linear solve; without it the LL Hessian of this non-convex
-task is indefinite and the solve unreliable (and iMAML's meta-gradient is zero).
+loss gets iMAML's proximal term (lambda/2)||y - theta||^2 (--proximal, default 50) in
+the linear solve (the inner SGD steps stay unregularised: with it there, lambda = 50
+anchors the 5 steps at theta and meta-training stalls); without it the LL Hessian of
+this non-convex task is indefinite and the solve unreliable (and the implicit
+meta-gradient of configs/imaml_implicit.yaml is zero).
 
     python examples/meta_learning.py                               # MAML (NGD+IAD)
     python examples/meta_learning.py --config configs/fomaml.yaml  # first-order MAML
@@ -49,17 +51,12 @@ def mse(model, feed, **kwargs):
 
 
 def lower_loss(feed, upper_model, lower_model, proximal=0.0, **kwargs):
-    """Support MSE, optionally + proximal/2 ||y - θ||² (iMAML's regulariser), in every
-    inner step as well as in the implicit solve."""
+    """Support MSE, optionally + proximal/2 ||y - θ||² (iMAML's regulariser)."""
     loss = mse(lower_model, feed, **kwargs)
-    if proximal:
-        fast = kwargs.get("params")
-        if fast is None:
-            fast = lower_model.parameters()
-        terms = [((f - m) ** 2).sum() for f, m in zip(fast, upper_model.parameters())
-                 if f is not m]
-        if terms:
-            loss = loss + 0.5 * proximal * sum(terms)
+    if proximal and "params" in kwargs:
+        loss = loss + 0.5 * proximal * sum(
+            ((fast - meta) ** 2).sum()
+            for fast, meta in zip(kwargs["params"], upper_model.parameters()))
     return loss
 
 
