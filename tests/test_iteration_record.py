@@ -75,6 +75,22 @@ def test_one_host_read_per_iteration_with_the_defaults(host_reads, gm_op, na_op,
     assert all(np.isfinite(v) for r in problem.loss_history for v in r.values())
 
 
+def test_a_meta_batch_runs_task_by_task_and_is_read_once(host_reads):
+    """accumulate_grad over three tasks: one execution pass per task (each task's graph
+    runs, and is freed, before the next is built), one host read at the end; the summed
+    hyper-gradient is that of three separate one-task iterations."""
+    q = Quadratic()
+    tasks = 3
+    problem = q.build(["NGD"], ["RAD"], lower_iters=3, accumulate_grad=True, return_grad=True)
+    problem.run_iter([q.ll_feed()] * tasks, [q.ul_feed()] * tasks, 0)
+    del host_reads[:]
+    grads, _ = problem.run_iter([q.ll_feed()] * tasks, [q.ul_feed()] * tasks, 1)
+    assert host_reads == ["sync"] * tasks + ["read_back"], host_reads
+    single = q.build(["NGD"], ["RAD"], lower_iters=3, return_grad=True)
+    one, _ = single.run_iter(q.ll_feed(), q.ul_feed(), 0)
+    np.testing.assert_allclose(grads[0].numpy(), tasks * one[0].numpy(), rtol=1e-5)
+
+
 def test_loss_record_is_the_last_step_objective_and_the_hypergradient_upper_loss():
     q = Quadratic()
     K = 4
