@@ -34,6 +34,8 @@ def test_render_table_round_trips():
 
 
 SUBSTITUTED = [("jt.nn.MaxPool2d", "k 2 (stride 2)"),
+               ("jt.nn.MaxPool2d", "k 2, 7 x 7 input (ragged edge)"),
+               ("jt.nn.Pool", "k (2, 3), min pooling"),
                ("jt.nn.MaxPool2d", "k 3, stride 1, padding 1 (DARTS)"),
                ("jt.nn.MaxPool2d", "k 3, stride 2, ceil_mode"),
                ("jt.nn.AvgPool2d", "k 3, stride 2, padding 1, ceil_mode, count_include_pad=False"),

@@ -113,6 +113,10 @@ def cases():
         Case("jt.nn.ConvTranspose3d", "2 -> 2, k 2, stride 2",
              lambda: nn.ConvTranspose3d(2, 2, 2, stride=2), (1, 2, 3, 3, 3)),
         Case("jt.nn.MaxPool2d", "k 2 (stride 2)", lambda: nn.MaxPool2d(2), img),
+        Case("jt.nn.MaxPool2d", "k 2, 7 x 7 input (ragged edge)", lambda: nn.MaxPool2d(2),
+             img_odd),
+        Case("jt.nn.Pool", "k (2, 3), min pooling", lambda: nn.Pool((2, 3), op="minimum"),
+             img),
         Case("jt.nn.MaxPool2d", "k 3, stride 1, padding 1 (DARTS)",
              lambda: nn.MaxPool2d(3, 1, 1), img),
         Case("jt.nn.MaxPool2d", "k 3, stride 2, ceil_mode", lambda: nn.MaxPool2d(3, 2, ceil_mode=True),
@@ -406,7 +410,16 @@ right, second-order quantities come out wrong (the MAML meta-gradient through
 While an operator that needs second derivatives runs, jboat replaces the forwards of
 the affected layers by implementations built from ordinary differentiable Jittor ops
 (`reindex` + `reduce`; the backward of `reindex` is `reindex_reduce` and vice versa,
-so every derivative order exists). The replacements compute the same values as the
+so every derivative order exists). The common case of max/min pooling — windows that
+tile the input (`stride = kernel`, no padding, floor mode: `MaxPool2d(2)` of Conv4 and
+ResNets) — keeps Jittor's pooling kernel for the forward and gets a backward of its
+own (a `jt.Function`): the output gradient spread over each window's arg-max by a
+masked `reindex`, linear in the gradient with a locally constant mask, which is the
+exact derivative structure of max pooling, so every order is right. It stores a
+boolean mask instead of a float window tensor and its gradient (Conv4 MAML K=5: live
+tensors 159 → 137 MiB). Tied maxima share the gradient equally (an element of the
+subdifferential; PyTorch gives it to the first; after a ReLU, all-zero windows get none
+either way). The replacements compute the same values as the
 code ops they stand for (windows clipped to the input, padding never wins a max, the
 same divisor for mean pooling), so only the second derivatives change — from wrong to
 right. **You do not change your model**: stock `jt.nn.MaxPool2d`, `jt.nn.max_pool2d`,

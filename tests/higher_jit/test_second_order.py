@@ -63,6 +63,40 @@ def test_context_is_reentrant_and_restores_the_classes():
 
 # (HVPs with and without the substitutes: tests/test_second_order_audit.py)
 
+def _fired_names(layer, x):
+    before = second_order.substitutions()
+    with second_order_layers():
+        layer(x)
+    return set(second_order.substitutions() - before)
+
+
+def test_tiling_max_pools_keep_the_kernel_and_others_use_reindex():
+    x = jt.array(np.random.RandomState(2).randn(1, 1, 7, 7).astype(np.float32))
+    tiled = {n for n in second_order.substitutions() if "masked" in n} or None
+    for layer in (jt.nn.MaxPool2d(2), jt.nn.Pool(2, op="minimum"), jt.nn.MaxPool2d((2, 3))):
+        assert all("masked-upsampling" in n for n in _fired_names(layer, x)), tiled
+    for layer in (jt.nn.MaxPool2d(3, 1, 1), jt.nn.MaxPool2d(2, 2, 1),
+                  jt.nn.MaxPool2d(3, 2, ceil_mode=True), jt.nn.MaxPool2d(2, return_indices=True)):
+        assert all("reindex" in n for n in _fired_names(layer, x))
+
+
+def test_tiled_max_pool_shares_tied_maxima_and_skips_the_ragged_edge():
+    """Tied maxima share the output gradient equally (their sum is kept); the ragged
+    edge that floor mode drops gets none. (Hessian-vector products against float64
+    finite differences, ragged edge included: tests/test_second_order_audit.py.)"""
+    layer = jt.nn.MaxPool2d(2)
+    ties = np.zeros((1, 1, 7, 7), np.float32)
+    ties[0, 0, :2, :2] = 3.0                        # four tied maxima in the first window
+    ties[0, 0, 2, 2] = ties[0, 0, 3, 3] = 5.0       # two in the next diagonal one
+    ties[0, 0, 6, :] = 9.0                          # the ragged edge: never pooled
+    x = jt.array(ties)
+    weights = jt.array(np.arange(1.0, 10.0, dtype=np.float32).reshape(1, 1, 3, 3))
+    with second_order_layers():
+        g = jt.grad((layer(x) * weights).sum(), x).numpy()[0, 0]
+    np.testing.assert_allclose(g[:2, :2], 0.25)     # weight 1 over four tied maxima
+    np.testing.assert_allclose([g[2, 2], g[3, 3], g[2, 3], g[3, 2]], [2.5, 2.5, 0, 0])
+    assert np.all(g[6, :] == 0) and np.all(g[:, 6] == 0)
+
 
 # -- where the substitutes are switched on -------------------------------------------------------
 def _seen_during(gm_op, na_op, **options):
