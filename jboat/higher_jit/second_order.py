@@ -154,10 +154,9 @@ class _TiledExtremum(jt.Function):
         y = self.original(self.layer, x)
         # on the ragged edge (floor mode) the mask is meaningless: the spread is 0 there
         mask = (x == _upsample(y, x.shape, (kh, kw))).stop_grad()
-        n, c, h, w = y.shape
-        tiled = mask if (h * kh, w * kw) == tuple(x.shape[2:]) else mask[:, :, :h * kh,
-                                                                         :w * kw]
-        ties = tiled.cast(x.dtype).reshape(n, c, h, kh, w, kw).sum(dims=(3, 5))
+        # maxima per window (the ragged edge's positions map past the last window)
+        ties = mask.cast(x.dtype).reindex_reduce(
+            "add", list(y.shape), ["i0", "i1", f"i2/{kh}", f"i3/{kw}"])
         self.mask, self.inverse_ties = mask, (1.0 / ties).stop_grad()
         return y
 
