@@ -247,7 +247,7 @@ def main(argv=None):
     parser.add_argument("--memory-only", action="store_true",
                         help="skip the check and the timing rounds")
     parser.add_argument("--live-memory", action="store_true",
-                        help="worker: also record Jittor's peak of live Var buffers")
+                        help="worker: also record the peak of live tensors")
     parser.add_argument("--check", type=int, default=8, metavar="CHANNELS",
                         help="first compare the meta-gradients of every implementation "
                              "on a Conv4 this wide (0: skip)")

@@ -29,9 +29,10 @@ Replaced (all devices): ``jt.nn.Pool.execute`` (max/min pooling; mean pooling wi
 ``ceil_mode``) and ``jt.nn.Pool3d.execute`` (same). Max/min pooling over windows that
 tile the input (``stride == kernel``, no padding, floor mode) keeps Jittor's kernel
 for the forward and gets its own twice-differentiable backward
-(:class:`_TiledExtremum`): cheaper in memory and time than ``reindex`` + ``reduce``. CUDA only (these code paths
-exist only there): the fused softmax kernel (``jittor.other.code_softmax``), the
-depthwise convolution kernel chosen by ``jt.nn.Conv2d`` when
+(:class:`_TiledExtremum`), which keeps less memory than ``reindex`` + ``reduce``.
+CUDA only (these code paths exist only there): the fused softmax kernel
+(``jittor.other.code_softmax``), the depthwise convolution kernel chosen by
+``jt.nn.Conv2d`` when
 ``groups == in_channels == out_channels``, and the cuDNN 3-D convolution /
 transposed convolution / RNN paths (``jt.cudnn``), which fall back to Jittor's
 reindex implementations.
@@ -127,8 +128,8 @@ def _upsample(v, shape, kernels):
     """``v`` (N, C, h, w) repeated over ``kernels`` windows, to ``shape`` (N, C, H, W)
     with ``H >= h·kh``, ``W >= w·kw``; zero on the ragged edge beyond the last window. A
     ``reindex``, whose derivative (``reindex_reduce``, a window sum) is linear too."""
-    return v.reindex(list(shape), ["i0", "i1"] + [f"i{2 + d}/{k}" for d, k in
-                                                 enumerate(kernels)], overflow_value=0)
+    indexes = ["i0", "i1"] + [f"i{2 + d}/{k}" for d, k in enumerate(kernels)]
+    return v.reindex(list(shape), indexes, overflow_value=0)
 
 
 class _TiledExtremum(jt.Function):
@@ -138,8 +139,9 @@ class _TiledExtremum(jt.Function):
     gradient spread over each window's arg-max positions, ``dx = [x = up(y)] ·
     up(dy / ties)`` with ``up`` the window-wise repetition and ``ties`` the number of
     maxima in the window (an average over tied positions: an element of the Clarke
-    subdifferential; ties other than exact duplicates do not occur in float data, and
-    after a ReLU the all-zero windows get no gradient anyway). This backward is built
+    subdifferential. Ties happen where the input is constant over a window, e.g. a
+    convolution of an image's blank background; PyTorch gives the whole gradient to
+    the first position instead). This backward is built
     from ordinary ops and is linear in ``dy`` with a locally constant mask, which is
     the exact derivative structure of max pooling, so every higher derivative is right.
     It keeps one boolean mask of the input's size and the tie counts, where the
