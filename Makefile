@@ -4,7 +4,16 @@
 # kernels; never fails, see jboat/tools/onednn.py). PYTHON selects the interpreter;
 # JBOAT_ONEDNN=0 skips the oneDNN step.
 PYTHON ?= python3
-STAMP := .make-installed
+# One stamp per interpreter environment (sys.prefix: each venv/virtualenv has its own),
+# so a stamp left by another interpreter never skips the install into this one; and a
+# stamp whose environment lost jboat (this checkout's) or Jittor is dropped (the venv
+# was recreated at the same path, say).
+PREFIX_ID := $(shell $(PYTHON) -c "import hashlib, sys; print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:12])" 2>/dev/null)
+STAMP := .make-installed-$(PREFIX_ID)
+INSTALLED := $(shell $(PYTHON) -c "import importlib.util as u, os, sys; j = u.find_spec('jboat'); sys.exit(not (j and u.find_spec('jittor') and os.path.realpath(j.origin).startswith(os.path.realpath('jboat') + os.sep)))" 2>/dev/null && echo yes)
+ifneq ($(INSTALLED),yes)
+$(shell rm -f $(STAMP))
+endif
 
 .PHONY: setup onednn demo test bench clean
 
@@ -30,4 +39,4 @@ bench: $(STAMP)
 	$(PYTHON) bench/bench_l2.py
 
 clean:
-	rm -f $(STAMP)
+	rm -f .make-installed .make-installed-*

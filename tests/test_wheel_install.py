@@ -2,9 +2,18 @@
 into a fresh virtual environment, load every recipe by name and run one iteration.
 
 Slow-ish (a wheel build, a venv, one process running every recipe) but part of the
-normal suite. The venv sees the system site-packages (Jittor, numpy, pyyaml, pytest)
-but its own jboat, the wheel's: the script runs from a temporary folder, without
-PYTHONPATH, and checks ``jboat.__file__``.
+normal suite. The new venv sees the site-packages of the interpreter running the tests
+(Jittor, numpy, pyyaml: whichever of the system Python, a ``python -m venv`` or a
+``virtualenv`` that is) but its own jboat, the wheel's: the script runs from a
+temporary folder, without PYTHONPATH, and checks ``jboat.__file__``.
+
+Why not ``venv --system-site-packages``: from inside a venv that inherits the *base*
+interpreter's site-packages, not the active venv's, so Jittor (installed into the venv)
+is missing. Instead a ``.pth`` file in the new venv lists the running interpreter's
+site directories as plain paths, after the venv's own site-packages (the wheel's jboat
+comes first). Plain path lines do not run the ``.pth`` files found in those directories,
+so the running interpreter's editable install of jboat (a ``.pth`` hook pointing at
+this checkout) stays out of the new venv.
 """
 
 import os
@@ -18,8 +27,11 @@ TESTS = os.path.join(ROOT, "tests")
 SCRIPT = textwrap.dedent("""
     import os, sys
     import jboat
-    site = sys.argv[1]
+    import jittor
+    site, jittor_file = sys.argv[1], sys.argv[3]
     assert os.path.realpath(jboat.__file__).startswith(os.path.realpath(site)), jboat.__file__
+    # the running interpreter's Jittor (also: its compile cache, keyed by its location)
+    assert os.path.realpath(jittor.__file__) == os.path.realpath(jittor_file), jittor.__file__
     sys.path.append(sys.argv[2])          # the tests' tiny problems (tests/test_recipes.py)
     import test_recipes
     names = jboat.list_recipes()
@@ -47,15 +59,68 @@ def _run(args, **kwargs):
 
 
 def _environment():
-    """No PYTHONPATH; and Jittor must find this interpreter's python3.x-config, not
-    fall back to /usr/bin's from inside the venv: other compile flags would make it
-    rebuild its shared core in ~/.cache/jittor (and exit asking for a rerun)."""
+    """No PYTHONPATH; and Jittor in the new venv must use the python3.x-config that the
+    running interpreter's Jittor uses (the new venv shares that Jittor and its compile
+    cache): a venv's bin/ has none, so on its own it would take another one (/usr/bin's,
+    say), and other compile flags make Jittor rebuild its shared core in ~/.cache/jittor
+    and exit asking for a rerun (for the running interpreter too, the next time)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    base = os.path.dirname(os.path.realpath(sys.executable))
-    config = os.path.join(base, f"python3.{sys.version_info.minor}-config")
-    if "python_config_path" not in env and os.path.isfile(config):
-        env["python_config_path"] = config
+    if "python_config_path" not in env:
+        try:
+            import jittor_utils
+
+            config = jittor_utils.get_py3_config_path()
+        except Exception:                     # an older Jittor: the base interpreter's
+            base = os.path.dirname(os.path.realpath(sys.executable))
+            config = os.path.join(base, f"python3.{sys.version_info.minor}-config")
+        if config and os.path.isfile(config):
+            env["python_config_path"] = config
     return env
+
+
+def _parent_site_dirs():
+    """The site directories of the interpreter running the tests, in its own order:
+    its site-packages (a venv's, plus the base interpreter's under
+    ``--system-site-packages``) and, where enabled, the user site."""
+    import site
+
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+
+
+def _link_parent_site(venv_site):
+    """Lets the new venv import what the running interpreter has installed (a ``.pth``
+    processed after the venv's own site-packages, so the wheel's jboat wins)."""
+    own = os.path.realpath(venv_site)
+    dirs = [d for d in _parent_site_dirs() if os.path.realpath(d) != own]
+    pth = os.path.join(venv_site, "zz_parent_site_packages.pth")
+    with open(pth, "w") as f:
+        f.write("".join(d + "\n" for d in dirs))
+    return dirs
+
+
+def test_parent_site_dirs_come_after_the_venvs_own(tmp_path):
+    """The ``.pth`` mechanism itself: the venv's own site-packages precede the running
+    interpreter's on ``sys.path``, and no editable-install hook is carried over."""
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path)
+    python = str(venv / "bin" / "python")
+    site = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                cwd=tmp_path).stdout.strip()
+    dirs = _link_parent_site(site)
+    assert dirs, "the running interpreter has no site-packages"
+    out = _run([python, "-c", "import sys, importlib.util as u; print('\\n'.join(sys.path)); "
+                "s = u.find_spec('jboat'); print('JBOAT', s and s.origin); "
+                "print('META', *[type(f).__name__ for f in sys.meta_path])"],
+               cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    *path, found, meta = out.stdout.splitlines()
+    path = [os.path.realpath(p) for p in path]
+    order = [path.index(os.path.realpath(d)) for d in [site] + dirs]
+    assert order == sorted(order), (order, path)
+    assert "Editable" not in meta, meta                 # no editable-install finder
+    assert not found.split()[-1].startswith(ROOT), found  # nor this checkout's jboat
 
 
 def test_wheel_install_ships_the_recipes(tmp_path):
@@ -65,15 +130,17 @@ def test_wheel_install_ships_the_recipes(tmp_path):
           "-q", "-w", str(wheels), ROOT], cwd=tmp_path, env=env)
     (wheel,) = wheels.glob("jboat-*.whl")
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
-         cwd=tmp_path, env=env)
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path, env=env)
     python = str(venv / "bin" / "python")
     _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "-q",
           str(wheel)], cwd=tmp_path, env=env)
     site = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                 cwd=tmp_path, env=env).stdout.strip()
     assert os.path.isfile(os.path.join(site, "jboat", "configs", "rhg.yaml"))
+    _link_parent_site(site)
+    import jittor
+
     script = tmp_path / "run_recipes.py"
     script.write_text(SCRIPT)
-    out = _run([python, str(script), site, TESTS], cwd=tmp_path, env=env).stdout
+    out = _run([python, str(script), site, TESTS, jittor.__file__], cwd=tmp_path, env=env).stdout
     assert out.strip().endswith(f"OK {len(out.split('ran ')) - 1}"), out
