@@ -3,6 +3,7 @@
 import gzip
 import math
 import os
+import pickle
 import struct
 import sys
 
@@ -131,20 +132,101 @@ def test_meta_learning_smoke(recipe):
 
 
 # -- DARTS ---------------------------------------------------------------------------------
-def test_nas_darts_smoke():
-    metrics = nas_darts.main(["--iters", "3", "--n-train", "50", "--n-val", "50", "--quiet"])
-    assert len(metrics["genotype"]) == len(nas_darts.EDGES)
-    assert all(op in nas_darts.OPERATIONS and op != "zero" for op in metrics["genotype"])
-    weights = np.asarray(metrics["op_weights"])
-    assert weights.shape == (len(nas_darts.EDGES), len(nas_darts.OPERATIONS))
-    np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-5)
-    assert _is_finite_float(metrics["val_loss"])
-    assert _is_fraction(metrics["val_accuracy"]) and _is_fraction(metrics["test_accuracy"])
+# tiny search network: C=2, 3 cells (normal, reduction, reduction), 2 steps, 16x16, batch 2
+TINY_DARTS = ["--iters", "2", "--channels", "2", "--layers", "3", "--steps", "2",
+              "--image-size", "16", "--batch-size", "2", "--n-train", "8", "--n-val", "6",
+              "--quiet"]
 
 
-def test_darts_derive_skips_the_zero_operation():
-    alphas = np.array([[0.0, 0.1, 0.2, 5.0], [3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
-    assert nas_darts.derive(alphas) == ["relu-linear", "identity", "relu-linear"]
+def _check_darts_metrics(metrics, iters=2, steps=2):
+    assert len(metrics["lower_losses"]) == len(metrics["upper_losses"]) == iters
+    for loss in metrics["lower_losses"] + metrics["upper_losses"] + [metrics["val_loss"]]:
+        assert _is_finite_float(loss) and loss > 0.0
+    assert _is_fraction(metrics["val_accuracy"])
+    assert _is_finite_float(metrics["seconds_per_iter"]) and metrics["seconds_per_iter"] > 0
+    for cell in ("normal", "reduce"):
+        chosen = metrics["genotype"][cell]
+        assert len(chosen) == 2 * steps, chosen
+        for node in range(steps):
+            inputs = [src for _, src in chosen[2 * node:2 * node + 2]]
+            assert len(set(inputs)) == 2 and all(0 <= src < node + 2 for src in inputs)
+        assert all(op in nas_darts.PRIMITIVES and op != "none" for op, _ in chosen)
+        final = np.asarray(metrics["alphas"][cell])
+        initial = np.asarray(metrics["initial_alphas"][cell])
+        assert final.shape == (metrics["edges"], len(nas_darts.PRIMITIVES))
+        assert np.all(np.isfinite(final))
+        assert np.abs(final - initial).max() > 1e-6, f"{cell} logits did not move"
+
+
+@pytest.mark.parametrize("recipe", sorted(nas_darts.RECIPES))
+def test_nas_darts_smoke(recipe):
+    metrics = nas_darts.main(TINY_DARTS + ["--recipe", recipe])
+    assert metrics["recipe"] == recipe
+    assert metrics["edges"] == 5
+    _check_darts_metrics(metrics)
+
+
+def _write_cifar_batch(path, n, rng):
+    batch = {b"data": rng.randint(0, 256, size=(n, 3072)).astype(np.uint8),
+             b"labels": [int(v) for v in rng.randint(0, 10, size=n)]}
+    with open(path, "wb") as handle:
+        pickle.dump(batch, handle)
+
+
+def test_nas_darts_reads_cifar_pickles_and_plots(tmp_path):
+    rng = np.random.RandomState(0)
+    for k in (1, 2):   # 8 + 8 images; the search takes 14, so both files are read
+        _write_cifar_batch(tmp_path / f"data_batch_{k}", 8, rng)
+    x, y = nas_darts.load_cifar10(str(tmp_path), 12, 16)
+    assert x.shape == (12, 3, 16, 16) and x.dtype == np.float32 and y.shape == (12,)
+    assert 0.0 <= x.min() <= x.max() <= 1.0
+    argv = TINY_DARTS + ["--recipe", "first-order", "--data-dir", str(tmp_path)]
+    try:
+        import matplotlib  # noqa: F401
+        path = tmp_path / "alphas.png"
+        argv += ["--plot", str(path)]
+    except ImportError:
+        path = None
+    metrics = nas_darts.main(argv)
+    assert "CIFAR-10" in metrics["data"]
+    _check_darts_metrics(metrics)
+    if path is not None:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="asked for 100 images"):
+        nas_darts.load_cifar10(str(tmp_path), 100, 16)
+
+
+def test_nas_darts_cifar_loader_names_the_missing_file(tmp_path):
+    with pytest.raises(SystemExit, match="data_batch_1"):
+        nas_darts.load_cifar10(str(tmp_path), 4, 16)
+
+
+def test_nas_darts_offline_images(monkeypatch, capsys):
+    x, y, source = nas_darts.load_offline(16, seed=0)
+    assert x.shape == (len(y), 3, 16, 16) and x.dtype == np.float32 and len(y) >= 1000
+    assert 0.0 <= x.min() <= x.max() <= 1.0 and x.std(axis=(0, 2, 3)).min() > 0.05
+
+    def missing():
+        raise ImportError("No module named 'sklearn'")
+
+    monkeypatch.setattr(nas_darts, "load_digits", missing)
+    x, y, source = nas_darts.load_offline(16, seed=0)
+    assert "synthetic" in source and x.shape[1:] == (3, 16, 16)
+    assert "scikit-learn is not installed" in capsys.readouterr().err
+
+
+def test_nas_darts_resize_and_genotype_format():
+    images = np.random.RandomState(0).rand(2, 3, 32, 32).astype(np.float32)
+    small = nas_darts.resize(images, 16)
+    assert small.shape == (2, 3, 16, 16)
+    np.testing.assert_allclose(small.mean(), images.mean(), atol=0.02)
+    np.testing.assert_allclose(nas_darts.resize(np.ones((1, 1, 8, 8), np.float32), 12), 1.0,
+                               rtol=1e-6)
+    cell = [("sep_conv_3x3", 0), ("skip_connect", 1), ("dil_conv_5x5", 2), ("max_pool_3x3", 0)]
+    assert nas_darts.format_genotype(cell, 2) == [
+        "  node 2: sep_conv_3x3(0) + skip_connect(1)",
+        "  node 3: dil_conv_5x5(2) + max_pool_3x3(0)"]
+    assert nas_darts.edge_names(2) == ["0->2", "1->2", "0->3", "1->3", "2->3"]
 
 
 # -- long unroll (checkpointed reverse mode) ---------------------------------------------------
