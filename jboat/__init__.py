@@ -15,6 +15,7 @@ configure_jittor_environment()
 
 from . import distributed, higher_jit, utils, gm_ol, na_ol, fo_ol  # noqa: E402
 from .boat_opt import Problem  # noqa: E402
+from .check import HypergradientCheck, check_hypergradient  # noqa: E402
 from .config import list_recipes, load_config, normalize_config  # noqa: E402
 from .errors import (ConfigError, ConfigTypeError, MissingConfigKeyError,  # noqa: E402
                      UnknownOperatorError)
@@ -26,7 +27,7 @@ install_process_hooks()  # again, now that Jittor (which sets its own excepthook
 
 __version__ = "0.1.0"
 
-__all__ = ["Problem", "load_config", "list_recipes", "normalize_config", "Operation_REGISTRY",
+__all__ = ["Problem", "check_hypergradient", "HypergradientCheck", "load_config", "list_recipes", "normalize_config", "Operation_REGISTRY",
            "register_class", "get_registered_operation", "operators_by_role",
            "ConfigError", "ConfigTypeError", "MissingConfigKeyError",
            "UnknownOperatorError", "distributed", "higher_jit", "utils", "gm_ol", "na_ol",

@@ -1,6 +1,7 @@
 """``Problem``: a thin orchestrator of the bilevel solver (no maths here)."""
 
 import collections
+import gc
 import json
 import logging
 import time
@@ -9,6 +10,7 @@ import jittor as jt
 import numpy as np
 
 from . import distributed, higher_jit
+from .higher_jit import fusion
 from .config import normalize_config
 from .errors import ConfigError, ConfigTypeError
 from .gm_ol.sequential_ds import makes_functional_dynamical_system
@@ -18,6 +20,7 @@ from .operation_registry import get_registered_operation
 from .plan import build_plan
 from .state import (clone_tree, load_optimizer_state, optimizer_state, restore_vars,
                     snapshot_vars, to_numpy_tree, to_var_tree)
+from .utils.modules import warn_unregistered_modules
 from .utils.op_utils import (apply_custom_grads, clear_custom_grads, copy_parameter_from_list,
                              read_custom_grads, update_tensor_grads)
 
@@ -71,6 +74,8 @@ class Problem:
         self._ul_model = cfg["upper_level_model"]
         self._ll_var = list(cfg["lower_level_var"])
         self._ul_var = list(cfg["upper_level_var"])
+        warn_unregistered_modules(self._ll_model, "lower_level_model", self._ll_var)
+        warn_unregistered_modules(self._ul_model, "upper_level_model", self._ul_var)
         self._lower_loop = cfg["lower_iters"]
         self._ll_loss = losses["lower_level_loss"]
         self._ul_loss = losses["upper_level_loss"]
@@ -82,6 +87,9 @@ class Problem:
         self.loss_history = collections.deque(maxlen=MAX_HISTORY)
         self.loss_log_path = cfg["loss_log_path"]
         self._track_opt_traj = False
+        #: fusion barrier level (jboat.higher_jit.fusion); raised when Jittor fails to
+        #: compile one of the iteration's fused kernels
+        self._fusion_level = 0
         selected = [self._fo_op] if self._fo_op else gm_ops + self._na_op
         self._operator_classes = [get_registered_operation(n) for n in selected]
         # single-loop solvers update the LL variables themselves; a model holding
@@ -181,24 +189,51 @@ class Problem:
         cfg = self.boat_configs
         batched = cfg["fogm_batch_input"] if self._fo_op else cfg["accumulate_grad"]
         pairs = self._feed_pairs(ll_feed_dict, ul_feed_dict, batched)
-        saved = self._capture_state() if cfg["nan_guard"] else None
+        # handles on the current values (no copies): the NaN guard's roll-back, and the
+        # rerun of an iteration whose fused kernels Jittor failed to compile
+        saved = self._capture_state()
+        check = cfg["nan_guard"]
         with distributed.watchdog(cfg["mpi_timeout"] if self._parallel else None):
-            try:
-                start = time.perf_counter()
-                with higher_jit.second_order_layers(self._second_order):
-                    output, records, pending = self._iterate(pairs, current_iter, batched)
-                # the iteration's one host synchronisation: NaN check, loss record,
-                # results, and the updated variables (so that the clock sees the work)
-                values = self._read_back(pending, check=saved is not None)
-                run_time = time.perf_counter() - start
-            except FloatingPointError:
-                if saved is not None:
-                    self._restore_state(saved)
-                raise
+            while True:
+                try:
+                    start = time.perf_counter()
+                    with higher_jit.second_order_layers(self._second_order), \
+                            fusion.fusion_barriers(self._fusion_level):
+                        output, records, pending = self._iterate(pairs, current_iter, batched)
+                        # the iteration's one host synchronisation: NaN check, loss
+                        # record, results, and the updated variables (so that the clock
+                        # sees the work)
+                        values = self._read_back(pending, check=check)
+                    run_time = time.perf_counter() - start
+                    break
+                except FloatingPointError:
+                    if check:
+                        self._restore_state(saved)
+                    raise
+                except RuntimeError as exc:
+                    if (not fusion.is_compile_failure(exc)
+                            or self._fusion_level >= fusion.MAX_LEVEL):
+                        raise
+                # outside the handler: the traceback, and with it the failed graph, is
+                # gone, so restoring does not execute the kernel that failed again
+                self._rerun_with_barriers(saved)
             self._log_results.extend(records)
             if values["losses"] is not None:
                 self.save_losses(current_iter, *values["losses"])
         return output, run_time
+
+    def _rerun_with_barriers(self, saved):
+        """After Jittor failed to compile a fused kernel of this iteration: drop what
+        the failed attempt built, restore the state and raise the fusion-barrier level."""
+        gc.collect()
+        self._restore_state(saved)
+        self._fusion_level += 1
+        logger.warning(
+            "Jittor generated a fused kernel it could not compile; jboat reruns the "
+            "iteration with fusion barriers (level %d, kept from now on: same values, %s). "
+            "See jboat.higher_jit.fusion.", self._fusion_level,
+            "kernels cut at layer inputs and outputs" if self._fusion_level == 1
+            else "no fusion at all, slower")
 
     def _iterate(self, pairs, current_iter, batched):
         """Run the tasks, reduce, take the DI and UL steps. Nothing is read back:

@@ -8,14 +8,14 @@ rule. See ``docs/`` and the module docstrings for details.
 
 import contextlib
 
-from . import optim, patch, second_order, utils
+from . import fusion, optim, patch, second_order, utils
 from .optim import DifferentiableOptimizer, get_diff_optim, register_optim
 from .patch import _MonkeyPatchBase, functional_view, monkeypatch
 from .second_order import second_order_layers
 
 __all__ = ["innerloop_ctx", "monkeypatch", "functional_view", "get_diff_optim", "register_optim",
            "DifferentiableOptimizer", "second_order_layers", "patch", "optim",
-           "second_order", "utils"]
+           "second_order", "fusion", "utils"]
 
 
 @contextlib.contextmanager

@@ -119,6 +119,10 @@ def cases():
              img),
         Case("jt.nn.MaxPool2d", "k 3, stride 1, padding 1 (DARTS)",
              lambda: nn.MaxPool2d(3, 1, 1), img),
+        Case("jt.nn.Sequential", "MaxPool2d(3, 1, 1) + MaxPool2d(3, 2, 1) (stacked)",
+             lambda: nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.MaxPool2d(3, 2, 1)), img),
+        Case("jt.nn.Pool", "k 3, stride 2, padding 1, min pooling",
+             lambda: nn.Pool(3, 2, 1, op="minimum"), img),
         Case("jt.nn.MaxPool2d", "k 3, stride 2, ceil_mode", lambda: nn.MaxPool2d(3, 2, ceil_mode=True),
              img_odd),
         Case("jt.nn.MaxPool2d", "k 2, return_indices (values)",
@@ -407,22 +411,25 @@ right, second-order quantities come out wrong (the MAML meta-gradient through
 
 ## What jboat does about it
 
-While an operator that needs second derivatives runs, jboat replaces the forwards of
-the affected layers by implementations built from ordinary differentiable Jittor ops
-(`reindex` + `reduce`; the backward of `reindex` is `reindex_reduce` and vice versa,
-so every derivative order exists). The common case of max/min pooling — windows that
-tile the input (`stride = kernel`, no padding, floor mode: `MaxPool2d(2)` of Conv4 and
-ResNets) — keeps Jittor's pooling kernel for the forward and gets a backward of its
-own (a `jt.Function`): the output gradient spread over each window's arg-max by a
-masked `reindex`, linear in the gradient with a locally constant mask, which is the
-exact derivative structure of max pooling, so every order is right. It stores a
-boolean mask instead of a float window tensor and its gradient (Conv4 MAML K=5: live
-tensors 159 → 137 MiB). Tied maxima share the gradient equally (an element of the
-subdifferential; PyTorch gives it to the first; after a ReLU, all-zero windows get none
-either way). The replacements compute the same values as the
-code ops they stand for (windows clipped to the input, padding never wins a max, the
-same divisor for mean pooling), so only the second derivatives change — from wrong to
-right. **You do not change your model**: stock `jt.nn.MaxPool2d`, `jt.nn.max_pool2d`,
+While an operator that needs second derivatives runs, jboat replaces the affected
+layers by implementations whose backward is built from ordinary differentiable Jittor
+ops (`reindex` and `reindex_reduce`: each is the other's derivative, so every
+derivative order exists). Max/min pooling — any window, stride, padding and rounding,
+2-D and 3-D — keeps Jittor's pooling kernel for the forward, in its `return_indices`
+form, which records the position of each window's extremum (one int32 per output; no
+window tensor is built), and gets a backward of its own (a `jt.Function`): the output
+gradient scattered to those positions by a `reindex_reduce`. That backward is linear
+in the gradient with locally constant indices, the exact derivative structure of max
+pooling, so every order is right. Tied maxima (plateaus: a constant image background,
+a pooled edge pooled again in a DARTS cell, ReLU zeros) pass the gradient **once**, to
+the first position in scan order, exactly as Jittor's kernel and PyTorch do: first
+derivatives under the substitutes equal the stock kernel's bit for bit (an earlier
+`reindex` + `reduce` substitute handed the full gradient to every tied position, which
+made DARTS hyper-gradients up to 60x wrong). Mean pooling with `ceil_mode` (also a
+code op) is linear: a `reindex` window sum. The replacements compute the same values as
+the code ops they stand for (windows clipped to the input, padding never wins a max,
+the same divisor for mean pooling), so only the second derivatives change — from wrong
+to right. **You do not change your model**: stock `jt.nn.MaxPool2d`, `jt.nn.max_pool2d`,
 `jt.nn.AvgPool2d(ceil_mode=True)`, `jt.nn.MaxPool3d`, ... work as they are.
 
 * When: `jboat.Problem` switches the substitutes on for one iteration when an
@@ -434,8 +441,9 @@ right. **You do not change your model**: stock `jt.nn.MaxPool2d`, `jt.nn.max_poo
   gradients (`higher_jit.monkeypatch(..., second_order=None)`; pass `True`/`False`
   to force it). You can also use the context yourself:
   `with jboat.higher_jit.second_order_layers(): ...`.
-* Cost: the pooling substitute materialises the windows, so pooling is slower than
-  the code op; it runs only where second derivatives are needed.
+* Cost: max/min pooling runs Jittor's kernel plus one int32 index per output, and a
+  scatter in the backward; mean pooling with `ceil_mode` materialises its windows.
+  The substitutes run only where second derivatives are needed.
 * CUDA: Jittor also has CUDA-only code paths without a second derivative — the fused
   softmax kernel, the depthwise-convolution kernel of `Conv2d(groups = in = out)`,
   and the cuDNN ops used for 3-D convolution / transposed 3-D convolution / RNNs.

@@ -70,33 +70,66 @@ def _fired_names(layer, x):
     return set(second_order.substitutions() - before)
 
 
-def test_tiling_max_pools_keep_the_kernel_and_others_use_reindex():
+def test_max_min_pools_keep_the_kernel_and_only_ceil_mean_uses_reindex():
     x = jt.array(np.random.RandomState(2).randn(1, 1, 7, 7).astype(np.float32))
-    for layer in (jt.nn.MaxPool2d(2), jt.nn.Pool(2, op="minimum"), jt.nn.MaxPool2d((2, 3))):
-        fired = _fired_names(layer, x)
-        assert len(fired) == 1 and "masked-upsampling" in fired.pop()
-    for layer in (jt.nn.MaxPool2d(3, 1, 1), jt.nn.MaxPool2d(2, 2, 1),
+    for layer in (jt.nn.MaxPool2d(2), jt.nn.Pool(2, op="minimum"), jt.nn.MaxPool2d((2, 3)),
+                  jt.nn.MaxPool2d(3, 1, 1), jt.nn.MaxPool2d(2, 2, 1),
                   jt.nn.MaxPool2d(3, 2, ceil_mode=True), jt.nn.MaxPool2d(2, return_indices=True)):
         fired = _fired_names(layer, x)
-        assert len(fired) == 1 and "reindex" in fired.pop()
+        assert len(fired) == 1 and "arg-extremum" in fired.pop(), layer
+    fired = _fired_names(jt.nn.AvgPool2d(3, 2, ceil_mode=True), x)
+    assert len(fired) == 1 and "reindex + sum" in fired.pop()
 
 
-def test_tiled_max_pool_shares_tied_maxima_and_skips_the_ragged_edge():
-    """Tied maxima share the output gradient equally (their sum is kept); the ragged
-    edge that floor mode drops gets none. (Hessian-vector products against float64
-    finite differences, ragged edge included: tests/test_second_order_audit.py.)"""
-    layer = jt.nn.MaxPool2d(2)
-    ties = np.zeros((1, 1, 7, 7), np.float32)
-    ties[0, 0, :2, :2] = 3.0                        # four tied maxima in the first window
-    ties[0, 0, 2, 2] = ties[0, 0, 3, 3] = 5.0       # two in the next diagonal one
-    ties[0, 0, 6, :] = 9.0                          # the ragged edge: never pooled
-    x = jt.array(ties)
-    weights = jt.array(np.arange(1.0, 10.0, dtype=np.float32).reshape(1, 1, 3, 3))
+def _tied_input(rng, shape=(2, 3, 9, 9)):
+    """Ties of every kind: integer values (ties inside windows), a constant block (a
+    blank background), ReLU zeros (a third of the entries)."""
+    x = np.round(rng.randn(*shape) * 1.5)
+    x[:, :, :4, :4] = 2.0
+    x[:, 1] = np.maximum(x[:, 1], 0.0)
+    return x
+
+
+# (op, kernel, stride, padding, ceil_mode): stride 1 (stacked) and 2 with padding (DARTS),
+# max and min, tiling windows with a ragged edge, ceil mode
+WINDOWS = [("maximum", 3, 1, 1, False), ("maximum", 3, 2, 1, False),
+           ("minimum", 3, 1, 1, False), ("minimum", 3, 2, 1, False),
+           ("maximum", 2, 2, 0, False), ("maximum", 3, 2, 0, True)]
+
+
+@pytest.mark.parametrize("window", WINDOWS, ids=lambda w: "{}-k{}s{}p{}{}".format(
+    w[0][:3], *w[1:4], "c" if w[4] else ""))
+def test_pool_substitute_gradient_equals_the_kernels_on_ties(window):
+    """Stacked pools over tied inputs: the substitute's first derivative is the stock
+    kernel's, bit for bit (one position per window gets the gradient, the first in scan
+    order), never one copy per tied position."""
+    op, kernel, stride, padding, ceil = window
+    layer = jt.nn.Pool(kernel, stride, padding, ceil_mode=ceil, op=op)
+    rng = np.random.RandomState(3)
+    x = jt.array(_tied_input(rng).astype(np.float32))
+
+    def objective(z):
+        out = layer(layer(z)) if stride == 1 else layer(z)
+        return (out * weights).sum()
+
+    shape = (layer(layer(x)) if stride == 1 else layer(x)).shape
+    weights = jt.array(rng.randn(*shape).astype(np.float32))
+    stock = jt.grad(objective(x), x).numpy()
     with second_order_layers():
-        g = jt.grad((layer(x) * weights).sum(), x).numpy()[0, 0]
-    np.testing.assert_allclose(g[:2, :2], 0.25)     # weight 1 over four tied maxima
-    np.testing.assert_allclose([g[2, 2], g[3, 3], g[2, 3], g[3, 2]], [2.5, 2.5, 0, 0])
-    assert np.all(g[6, :] == 0) and np.all(g[:, 6] == 0)
+        patched = jt.grad(objective(x), x).numpy()
+    np.testing.assert_array_equal(patched, stock)
+    # the gradient's total is the weights' total: each output passes its weight on once
+    np.testing.assert_allclose(patched.sum(), weights.numpy().sum(), rtol=1e-4)
+
+
+def test_pool3d_substitute_gradient_equals_the_kernels_on_ties():
+    layer = jt.nn.Pool3d(3, 2, 1, op="maximum")
+    x = jt.array(np.round(np.random.RandomState(4).randn(1, 2, 5, 6, 7)).astype(np.float32))
+    weights = jt.array(np.random.RandomState(5).randn(*layer(x).shape).astype(np.float32))
+    stock = jt.grad((layer(x) * weights).sum(), x).numpy()
+    with second_order_layers():
+        patched = jt.grad((layer(x) * weights).sum(), x).numpy()
+    np.testing.assert_array_equal(patched, stock)
 
 
 # -- where the substitutes are switched on -------------------------------------------------------
