@@ -211,8 +211,13 @@ class Problem:
                         self._restore_state(saved)
                     raise
                 except RuntimeError as exc:
-                    if (not fusion.is_compile_failure(exc)
-                            or self._fusion_level >= fusion.MAX_LEVEL):
+                    if not fusion.is_compile_failure(exc):
+                        raise
+                    if self._fusion_level >= fusion.MAX_LEVEL:
+                        try:   # leave the problem as it was before the iteration
+                            self._restore_state(saved)
+                        except RuntimeError:
+                            pass
                         raise
                 # outside the handler: the traceback, and with it the failed graph, is
                 # gone, so restoring does not execute the kernel that failed again

@@ -26,10 +26,11 @@ operators differentiates gradients (``OperatorSpec.second_order`` or
 ``tracks_trajectory``); the shim opens it around every forward call of a patched
 model that tracks higher gradients.
 
-Replaced (all devices): ``jt.nn.Pool.execute`` and ``jt.nn.Pool3d.execute``. Max/min
+Replaced (all devices): ``jt.nn.Pool.execute`` and ``jt.nn.Pool3d.execute``. 2-D max/min
 pooling, any window, stride and padding (:class:`_ArgExtremum`): Jittor's kernel
 runs the forward and records one arg-max index per output; the backward scatters the
-output gradient to those indices. No window tensor is materialised. Mean pooling
+output gradient to those indices. No window tensor is materialised. 3-D max/min
+pooling: the windows, and a mask selecting the first extremum of each. Mean pooling
 with ``ceil_mode`` (a code op too): a ``reindex`` window sum.
 CUDA only (these code paths exist only there): the fused softmax kernel
 (``jittor.other.code_softmax``), the depthwise convolution kernel chosen by
@@ -129,7 +130,7 @@ def _flat_to_position(flat, sizes):
 
 
 class _ArgExtremum(jt.Function):
-    """Max (min) pooling, any window, stride, padding and rounding, 2-D or 3-D.
+    """2-D max (min) pooling, any window, stride, padding and rounding.
 
     Forward: Jittor's own pooling kernel in its ``return_indices`` form, which scans
     each window once and returns the value and the flat position of the first
@@ -174,9 +175,38 @@ class _ArgExtremum(jt.Function):
                                  extras=[self.index])
 
 
+def _extremum_by_windows(layer, x, spatial, original):
+    """3-D max/min pooling from ordinary ops: the windows (``reindex``, padding filled
+    with -inf/+inf), the first extremum of each in scan order (``argmax``, a constant)
+    selected by a mask. Values equal the code op's; the gradient goes to that one
+    position, as in Jittor's kernel; the selection is linear, so every order is right.
+    (Jittor's ``return_indices`` kernel stalls on 3-D inputs here, hence not
+    :class:`_ArgExtremum`.) Materialises the windows: 3-D pooling is rare in bilevel
+    models."""
+    kernels, strides, paddings = layer.kernel_size, layer.stride, layer.padding
+    sizes = x.shape[2:]
+    if any(s <= k for s, k in zip(sizes, kernels)):
+        raise RuntimeError("size of var should be larger than kernel_size")
+    outs = [_output_size(s, k, st, p, layer.ceil_mode)
+            for s, k, st, p in zip(sizes, kernels, strides, paddings)]
+    indexes = ["i0", "i1"] + [f"i{2 + d}*{st}-{p}+i{2 + spatial + d}" for d, (st, p)
+                              in enumerate(zip(strides, paddings))]
+    shape = list(x.shape[:2]) + outs + list(kernels)
+    sign = 1.0 if layer.op == "maximum" else -1.0
+    windows = (x * sign).reindex(shape, indexes, overflow_value=-float("inf"))
+    windows = windows.reshape(list(x.shape[:2]) + outs + [int(np.prod(kernels))])
+    first = jt.argmax(windows.detach(), dim=-1, keepdims=True)[0]
+    chosen = jt.index(windows.shape, dim=len(windows.shape) - 1) == first
+    values = jt.ternary(chosen, windows, jt.zeros_like(windows)).sum(-1) * sign
+    if layer.return_indices:
+        return values, original(layer, x)[1].stop_grad()
+    return values
+
+
 def _make_pool_execute(original, spatial):
     name = f"{original.__qualname__} -> reindex + sum (mean, ceil_mode)"
     arg = f"{original.__qualname__} -> kernel forward, arg-extremum scatter backward"
+    name3 = f"{original.__qualname__} -> reindex windows, first extremum selected"
 
     def execute(self, x):
         if not _uses_code_op(self):
@@ -184,6 +214,9 @@ def _make_pool_execute(original, spatial):
         if len(x.shape) != spatial + 2:
             raise ValueError(f"{type(self).__name__} expects a {spatial + 2}-D input "
                              f"(N, C, spatial...), got shape {tuple(x.shape)}.")
+        if self.op in ("maximum", "minimum") and spatial == 3:
+            _fired[name3] += 1
+            return _extremum_by_windows(self, x, spatial, original)
         if self.op in ("maximum", "minimum"):
             _fired[arg] += 1
             function = _ArgExtremum(self, original)
@@ -244,8 +277,8 @@ def _substitutes():
          "max/min pooling (code op) -> the kernel's forward with arg-max indices, a "
          "scatter backward; mean pooling with ceil_mode -> reindex + sum"),
         (jt.nn.Pool3d, "execute", _make_pool_execute(jt.nn.Pool3d.execute, 3),
-         "3-D max/min pooling (code op) -> the kernel's forward with arg-max indices, a "
-         "scatter backward; mean pooling with ceil_mode -> reindex + sum"),
+         "3-D max/min pooling (code op) -> reindex windows, the first extremum selected; "
+         "mean pooling with ceil_mode -> reindex + sum"),
         (code_softmax, "can_softmax_v1", _make_softmax_check(code_softmax.can_softmax_v1),
          "CUDA fused softmax kernel -> exp / sum"),
         (jt.nn.Conv, "execute", _make_conv_execute(jt.nn.Conv.execute),
@@ -262,8 +295,8 @@ SUBSTITUTES = (
     ("jt.nn.Pool.execute", "MaxPool2d, max_pool2d, pool, AdaptiveMaxPool2d(return_indices"
      "=True): Jittor's kernel forward with arg-max indices, scatter backward (ties: the "
      "first in scan order, as the kernel); AvgPool2d(ceil_mode=True): reindex + sum"),
-    ("jt.nn.Pool3d.execute", "MaxPool3d: as MaxPool2d; AvgPool3d(ceil_mode=True): "
-     "reindex + sum"),
+    ("jt.nn.Pool3d.execute", "MaxPool3d: reindex windows, the first extremum selected "
+     "(ties as the kernel); AvgPool3d(ceil_mode=True): reindex + sum"),
     ("jittor.other.code_softmax.can_softmax_v1", "CUDA only: fused softmax -> exp/sum"),
     ("jt.nn.Conv.execute", "CUDA only: depthwise conv kernel -> grouped convolution"),
     ("jt.cudnn", "CUDA only: cuDNN conv3d/conv_transpose3d/RNN -> reindex paths"),
