@@ -93,6 +93,21 @@ def _window_counts(sizes, outs, kernels, strides, paddings):
     return counts
 
 
+def _windows(layer, x, spatial):
+    """``(outs, shape, indexes)`` of the ``reindex`` that lays out ``layer``'s pooling
+    windows of ``x``: the output sizes, the window tensor's shape ``(N, C, outs...,
+    kernels...)`` and the input position of each of its entries."""
+    kernels, strides, paddings = layer.kernel_size, layer.stride, layer.padding
+    sizes = x.shape[2:]
+    if any(s <= k for s, k in zip(sizes, kernels)):
+        raise RuntimeError("size of var should be larger than kernel_size")
+    outs = [_output_size(s, k, st, p, layer.ceil_mode)
+            for s, k, st, p in zip(sizes, kernels, strides, paddings)]
+    indexes = ["i0", "i1"] + [f"i{2 + d}*{st}-{p}+i{2 + spatial + d}" for d, (st, p)
+                              in enumerate(zip(strides, paddings))]
+    return outs, list(x.shape[:2]) + outs + list(kernels), indexes
+
+
 def _mean_pool_nd(layer, x, spatial):
     """Mean pooling (``ceil_mode``) over the last ``spatial`` dims with ordinary ops;
     same values as the code op in ``jittor/pool.py``: windows are clipped to the input,
@@ -100,21 +115,12 @@ def _mean_pool_nd(layer, x, spatial):
     is non-zero) and by the clipped window otherwise. Linear in ``x``: the window sum
     is a ``reindex`` whose derivative (``reindex_reduce``) is linear too."""
     kernels, strides, paddings = layer.kernel_size, layer.stride, layer.padding
-    sizes = x.shape[2:]
-    if any(s <= k for s, k in zip(sizes, kernels)):
-        raise RuntimeError("size of var should be larger than kernel_size")
-    outs = [_output_size(s, k, st, p, layer.ceil_mode)
-            for s, k, st, p in zip(sizes, kernels, strides, paddings)]
-    out_idx = [f"i{2 + d}" for d in range(spatial)]
-    win_idx = [f"i{2 + spatial + d}" for d in range(spatial)]
-    indexes = ["i0", "i1"] + [f"{o}*{st}-{p}+{w}" for o, w, st, p
-                              in zip(out_idx, win_idx, strides, paddings)]
-    shape = list(x.shape[:2]) + outs + list(kernels)
+    outs, shape, indexes = _windows(layer, x, spatial)
     window_dims = list(range(2 + spatial, 2 + 2 * spatial))
     total = x.reindex(shape, indexes, overflow_value=0.0).sum(window_dims)
     if layer.count_include_pad:
         return total / float(np.prod(kernels))
-    counts = _window_counts(sizes, outs, kernels, strides, paddings)
+    counts = _window_counts(x.shape[2:], outs, kernels, strides, paddings)
     return total / jt.array(counts.astype(np.float64)).cast(x.dtype)
 
 
@@ -183,18 +189,10 @@ def _extremum_by_windows(layer, x, spatial, original):
     (Jittor's ``return_indices`` kernel stalls on 3-D inputs here, hence not
     :class:`_ArgExtremum`.) Materialises the windows: 3-D pooling is rare in bilevel
     models."""
-    kernels, strides, paddings = layer.kernel_size, layer.stride, layer.padding
-    sizes = x.shape[2:]
-    if any(s <= k for s, k in zip(sizes, kernels)):
-        raise RuntimeError("size of var should be larger than kernel_size")
-    outs = [_output_size(s, k, st, p, layer.ceil_mode)
-            for s, k, st, p in zip(sizes, kernels, strides, paddings)]
-    indexes = ["i0", "i1"] + [f"i{2 + d}*{st}-{p}+i{2 + spatial + d}" for d, (st, p)
-                              in enumerate(zip(strides, paddings))]
-    shape = list(x.shape[:2]) + outs + list(kernels)
+    outs, shape, indexes = _windows(layer, x, spatial)
     sign = 1.0 if layer.op == "maximum" else -1.0
     windows = (x * sign).reindex(shape, indexes, overflow_value=-float("inf"))
-    windows = windows.reshape(list(x.shape[:2]) + outs + [int(np.prod(kernels))])
+    windows = windows.reshape(list(x.shape[:2]) + outs + [int(np.prod(layer.kernel_size))])
     first = jt.argmax(windows.detach(), dim=-1, keepdims=True)[0]
     chosen = jt.index(windows.shape, dim=len(windows.shape) - 1) == first
     values = jt.ternary(chosen, windows, jt.zeros_like(windows)).sum(-1) * sign
