@@ -43,7 +43,9 @@ def progress(iterable, quiet, **kw):
     return tqdm(iterable, **kw)
 
 
-def save_plot(history, path, title):
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, imported on first use (an optional
+    dependency: the examples extra)."""
     import warnings
 
     try:
@@ -55,6 +57,11 @@ def save_plot(history, path, title):
             import matplotlib.pyplot as plt
     except ImportError:
         raise SystemExit("--plot needs matplotlib: pip install 'jboat[examples]'")
+    return plt
+
+
+def save_plot(history, path, title):
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, values in history.items():
         ax.plot(values, label=key)

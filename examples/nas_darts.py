@@ -44,7 +44,7 @@ import pickle
 import sys
 import time
 
-from _common import jboat, jt, np, parser, progress, setup
+from _common import jboat, jt, np, parser, progress, pyplot, setup
 from _data import load_digits, synthetic_classification
 from darts_space import PRIMITIVES, Architecture, MixedOp, Network, edge_count, genotype
 
@@ -268,16 +268,7 @@ def format_genotype(cell, steps):
 def save_alpha_plot(history, primitives, steps, path, title):
     """One panel per edge, normal cell above reduction cell: the softmax weight of each
     candidate over the iterations."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("--plot needs matplotlib: pip install 'jboat[examples]'")
+    plt = pyplot()
     names = edge_names(steps)
     fig, axes = plt.subplots(2, len(names), figsize=(2.2 * len(names) + 1.5, 4.8),
                              sharex=True, sharey=True, squeeze=False)

@@ -70,3 +70,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                                  f"{cpu:.0f} s cpu)")
         for path, (w, c) in _slowest_files()[:10]:
             terminalreporter.write_line(f"{w:8.1f} s wall {c:8.1f} s cpu  {path}")
+
+
+@pytest.fixture
+def float64():
+    """Jittor keeps float64 as float64 for the test (by default it casts to float32);
+    finite-difference oracles need it. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("float64")``."""
+    import jittor as jt
+
+    previous = jt.flags.auto_convert_64_to_32
+    jt.flags.auto_convert_64_to_32 = 0
+    yield
+    jt.flags.auto_convert_64_to_32 = previous

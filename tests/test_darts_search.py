@@ -28,12 +28,7 @@ import few_shot  # noqa: E402
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = jt.flags.auto_convert_64_to_32
-    jt.flags.auto_convert_64_to_32 = 0
-    yield
-    jt.flags.auto_convert_64_to_32 = previous
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def images(rng, n, channels, side, classes):

@@ -29,12 +29,7 @@ EPS = 1e-7   # the ReLU/max-pool kinks lie close: keep the stencil inside one sm
 TOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = jt.flags.auto_convert_64_to_32
-    jt.flags.auto_convert_64_to_32 = 0
-    yield
-    jt.flags.auto_convert_64_to_32 = previous
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def conv_net(seed=0):

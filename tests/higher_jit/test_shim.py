@@ -191,14 +191,6 @@ def test_parameters_outside_groups_stay_fixed():
         assert not np.allclose(new[0].numpy(), model.weight.numpy())
 
 
-@pytest.fixture
-def float64():
-    previous = jt.flags.auto_convert_64_to_32
-    jt.flags.auto_convert_64_to_32 = 0
-    yield
-    jt.flags.auto_convert_64_to_32 = previous
-
-
 @pytest.mark.parametrize("name", ["sgd_momentum_wd", "adam"])
 def test_meta_gradient_matches_finite_differences(name, float64):
     """d outer(y_K(x)) / dx through K unrolled steps vs central differences (float64)."""
