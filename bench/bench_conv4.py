@@ -46,7 +46,7 @@ sys.path.insert(0, ROOT)     # this checkout's jboat, not an installed one
 sys.path.insert(0, HERE)
 
 import conv4_problem as P  # noqa: E402
-from machine import cpu_name, memory_mb, reset_peak  # noqa: E402
+from machine import cpu_name, memory_mb, reset_peak, run_result_worker  # noqa: E402
 
 
 # -- worker ------------------------------------------------------------------------------
@@ -201,15 +201,7 @@ def run_worker(python, worker_name, setting, channels, iters, warmup, threads=1,
         cmd.append("--with-defaults")
     if live_memory:
         cmd.append("--live-memory")
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT {"):
-            return json.loads(line[len("RESULT "):])
-    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-    return {"error": f"worker failed: {tail[-400:]}"}
+    return run_result_worker(cmd, ROOT, timeout)
 
 
 def _importable(python, module):

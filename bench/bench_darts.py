@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -43,7 +42,7 @@ sys.path.insert(0, ROOT)                          # this checkout's jboat
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 sys.path.insert(0, HERE)
 
-from machine import cpu_name, memory_mb, reset_peak  # noqa: E402
+from machine import cpu_name, memory_mb, reset_peak, run_result_worker  # noqa: E402
 
 CHANNELS, STEPS, SIDE, CLASSES = 16, 4, 32, 10
 LOWER_LR, MOMENTUM, WEIGHT_DECAY = 0.025, 0.9, 3e-4
@@ -274,15 +273,7 @@ def check_worker(network, architecture, feeds):
 def run_worker(name, layers, batch, iters, warmup, timeout):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--layers",
            str(layers), "--batch", str(batch), "--iters", str(iters), "--warmup", str(warmup)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT {"):
-            return json.loads(line[len("RESULT "):])
-    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-    return {"error": f"worker failed: {tail[-400:]}"}
+    return run_result_worker(cmd, ROOT, timeout)
 
 
 def main(argv=None):

@@ -33,3 +33,20 @@ def cpu_name():
     except OSError:
         pass
     return platform.processor() or "?"
+
+
+def run_result_worker(cmd, cwd, timeout):
+    """Run a benchmark worker process; return the JSON of its ``RESULT {...}`` line, or
+    ``{"error": ...}`` with the end of its stderr (or the timeout)."""
+    import json
+    import subprocess
+
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT {"):
+            return json.loads(line[len("RESULT "):])
+    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+    return {"error": f"worker failed: {tail[-400:]}"}
