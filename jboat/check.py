@@ -152,11 +152,12 @@ def check_hypergradient(problem, ll_feed, ul_feed, directions=3, epsilon=None, s
     def phi(offset):
         """F(x0 + offset, y_K): the exact map, by first-order steps of the real
         optimizer. Restores the lower level before each task."""
-        restore_vars(ul_vars, [x + o for x, o in zip(x0, offset)])
+        x = [x + o for x, o in zip(x0, offset)]
         total = 0.0
         for ll_fd, ul_fd in tasks:
+            # the UL variables are among the tracked ones (MAML: they are the LL ones)
             restore_vars(problem._tracked_vars(), y0)
-            restore_vars(ul_vars, [x + o for x, o in zip(x0, offset)])
+            restore_vars(ul_vars, x)
             load_optimizer_state(ll_opt, _fresh_state(ll_opt))
             for _ in range(steps):
                 ll_opt.step(problem._ll_loss(ll_fd, problem._ul_model, problem._ll_model))
