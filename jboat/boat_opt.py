@@ -18,8 +18,8 @@ from .losses import load_loss_function, load_losses
 from .na_ol.sequential_hg import makes_functional_na_operation
 from .operation_registry import get_registered_operation
 from .plan import build_plan
-from .state import (clone_tree, load_optimizer_state, optimizer_state, restore_vars,
-                    snapshot_vars, to_numpy_tree, to_var_tree)
+from .state import (clone_tree, load_optimizer_state, optimizer_state, optimizer_state_vars,
+                    restore_vars, snapshot_vars, to_numpy_tree, to_var_tree)
 from .utils.modules import warn_unregistered_modules
 from .utils.op_utils import (apply_custom_grads, clear_custom_grads, copy_parameter_from_list,
                              read_custom_grads, update_tensor_grads)
@@ -143,6 +143,7 @@ class Problem:
 
     def build_ll_solver(self, *unused):
         """Build the lower-level solver (GM chain, or the FO operator). Returns self."""
+        self._materialize()
         if self._fo_op is not None:
             self._fo_op_solver = get_registered_operation(self._fo_op)(
                 lower_loop=self._lower_loop, ll_var=self._ll_var, ul_var=self._ul_var,
@@ -157,6 +158,24 @@ class Problem:
                 lr = self._upper_opt.lr
             self._lower_init_opt = type(self._upper_opt)(self._ll_var, lr=float(lr))
         return self
+
+    def _materialize(self):
+        """Execute the variables, buffers and optimizer state once, before any iteration.
+
+        Freshly built weights are often still lazy (``jt.array(...) * scale``, a
+        ``float64()`` cast, an optimizer's zero buffers). Jittor then fuses their
+        creation into the first iteration's kernels, and the snapshots that
+        ``run_iter`` keeps for a roll-back point into that graph: when Jittor fails to
+        compile one of those fused kernels, restoring the snapshots would run the
+        failing kernel again and the fusion-barrier rerun could not recover. Executed
+        once here, every snapshot is a plain stored value. One host synchronisation
+        per build; nothing is copied."""
+        pending = list(self._tracked_vars())
+        for opt in self._optimizers().values():
+            if opt is not None:
+                pending.extend(optimizer_state_vars(opt))
+        if pending:
+            jt.sync(pending)
 
     def build_ul_solver(self, *unused):
         """Build the hyper-gradient chain (none for single-loop solvers). Returns self."""
@@ -197,6 +216,8 @@ class Problem:
             while True:
                 try:
                     start = time.perf_counter()
+                    if self._fusion_level:
+                        fusion.execute_inputs(pairs)
                     with higher_jit.second_order_layers(self._second_order), \
                             fusion.fusion_barriers(self._fusion_level):
                         output, records, pending = self._iterate(pairs, current_iter, batched)

@@ -4,7 +4,8 @@
 import numpy as np
 import jittor as jt
 
-__all__ = ["snapshot_vars", "restore_vars", "optimizer_state", "load_optimizer_state",
+__all__ = ["snapshot_vars", "restore_vars", "optimizer_state", "optimizer_state_vars",
+           "load_optimizer_state",
            "map_tree", "to_numpy_tree", "to_var_tree", "clone_tree"]
 
 #: per-parameter state lists that Jittor's optimizers keep in each param group
@@ -37,6 +38,12 @@ def optimizer_state(opt):
                 entry[key] = snapshot_vars(group[key])
         groups.append(entry)
     return {"n_step": getattr(opt, "n_step", 0), "lr": getattr(opt, "lr", None), "groups": groups}
+
+
+def optimizer_state_vars(opt):
+    """The Vars of an optimizer's per-parameter state (momentum buffers, moments)."""
+    return [v for group in opt.param_groups for key in _GROUP_STATE_KEYS
+            for v in group.get(key, ()) if isinstance(v, jt.Var)]
 
 
 def load_optimizer_state(opt, state):

@@ -16,6 +16,13 @@ trigger it cannot be predicted from the model.
   eight operations on every later edge);
 * level 2 sets ``jt.flags.no_fuse``: no fusion at all (slow, the last resort).
 
+Every failing kernel seen so far begins with a pending array op (a ``jt.array`` that
+nothing has executed yet, or a Python constant); Jittor fuses those into their consumers
+whatever ``stop_fuse`` says. So at level 1 and above the feeds are executed before each
+iteration (:func:`execute_inputs`), and :class:`jboat.Problem` executes the weights and
+optimizer state once when the solvers are built: a roll-back snapshot that still pointed
+into the failed graph would run the failing kernel again while being restored.
+
 Values and derivatives are unchanged: only how Jittor groups ops into kernels.
 :class:`jboat.Problem` runs without barriers and, when an iteration fails to compile,
 restores its state, logs a warning and reruns the iteration at the next level, which
@@ -27,7 +34,7 @@ import threading
 
 import jittor as jt
 
-__all__ = ["fusion_barriers", "is_compile_failure", "MAX_LEVEL"]
+__all__ = ["fusion_barriers", "is_compile_failure", "execute_inputs", "MAX_LEVEL"]
 
 MAX_LEVEL = 2
 _lock = threading.RLock()
@@ -41,6 +48,33 @@ def is_compile_failure(error):
     return isinstance(error, RuntimeError) and (
         "Error happend during compilation" in text or "Compile fused operator" in text
         or "Run cmd failed" in text and "jit/" in text)
+
+
+def _vars_in(tree, out):
+    if isinstance(tree, jt.Var):
+        out.append(tree)
+    elif isinstance(tree, dict):
+        for value in tree.values():
+            _vars_in(value, out)
+    elif isinstance(tree, (list, tuple)):
+        for value in tree:
+            _vars_in(value, out)
+    return out
+
+
+def execute_inputs(tree):
+    """Execute the Vars in ``tree`` (feed dicts, lists of them) before a graph is built
+    on them.
+
+    A Var made by ``jt.array(numpy_batch)`` stays an un-executed array op until
+    something reads it, and Jittor fuses such array ops into their consumers' kernels
+    regardless of ``stop_fuse``. Every failing kernel seen so far began with an array
+    op; executed first, the feeds are plain stored inputs, and the barriers of level 1
+    hold. One host synchronisation (cheap: nothing else is pending at the start of an
+    iteration)."""
+    pending = _vars_in(tree, [])
+    if pending:
+        jt.sync(pending)
 
 
 def _barrier(value):

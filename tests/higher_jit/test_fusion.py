@@ -89,3 +89,37 @@ def test_the_state_is_restored_before_the_rerun_and_other_errors_propagate():
     with pytest.raises(RuntimeError, match="something else"):
         other.run_iter(q.ll_feed(), q.ul_feed(), 0)
     assert other._fusion_level == 0
+
+
+def test_building_executes_lazy_weights_and_optimizer_state():
+    """Weights made by an op (a cast, a scaled array) are pending until something reads
+    them; build_ll_solver executes them (and the optimizers' buffers) once, so that the
+    roll-back snapshots never point into a graph that fails to compile."""
+    q = Quadratic()
+    problem = q.build(["NGD"], ["RAD"], lower_iters=3,
+                      ll_opt=lambda ps: jt.optim.SGD(ps, lr=0.1, momentum=0.9))
+    jt.sync_all()
+    q.lower.value.update(jt.array(q.y0.astype(np.float32)) * 2.0)       # a pending op
+    assert jt.liveness_info()["lived_ops"] > 0
+    problem.build_ll_solver()
+    assert jt.liveness_info()["lived_ops"] == 0
+    np.testing.assert_allclose(q.lower.value.numpy(), 2 * q.y0, rtol=1e-6)
+
+
+def test_after_a_failure_the_feeds_are_executed_before_each_iteration(monkeypatch):
+    """Jittor fuses a pending ``jt.array`` op into its consumers whatever the barriers say;
+    every failing kernel seen began with one. At level >= 1 the feeds are executed
+    before the graph is built on them; at level 0 nothing extra is synchronised."""
+    q = Quadratic()
+    problem = q.build(["NGD"], ["RAD"], lower_iters=3)
+    executed = []
+    original = fusion.execute_inputs
+    monkeypatch.setattr(fusion, "execute_inputs",
+                        lambda tree: executed.append(len(fusion._vars_in(tree, []))) or
+                        original(tree))
+    problem.run_iter(q.ll_feed(), q.ul_feed(), 0)
+    assert executed == []
+    _failing_reads(problem, failures=1)
+    problem.run_iter(q.ll_feed(), q.ul_feed(), 1)
+    problem.run_iter(q.ll_feed(), q.ul_feed(), 2)
+    assert problem._fusion_level == 1 and executed == [4, 4]   # A, B, C, t; mu is a float
