@@ -34,6 +34,30 @@ _load_loss_function = load_loss_function
 MAX_HISTORY = 10000
 
 
+_CUDA_CHECKED = {}
+
+
+def cuda_computes():
+    """Whether one tiny CUDA kernel gives the right answer (checked once per process).
+
+    Jittor 1.3.11 built against CUDA 13 compiles and launches its kernels without any
+    error and returns wrong values (inputs unchanged, or uninitialised memory): a
+    hyper-gradient computed there would be silently wrong."""
+    if not jt.has_cuda:
+        return False
+    if "ok" not in _CUDA_CHECKED:
+        previous = jt.flags.use_cuda
+        try:
+            jt.flags.use_cuda = 1
+            out = (jt.array(np.array([1.0, 2.0, 3.0], dtype=np.float32)) + 1.0).numpy()
+            _CUDA_CHECKED["ok"] = bool(np.allclose(out, [2.0, 3.0, 4.0]))
+        except RuntimeError:
+            _CUDA_CHECKED["ok"] = False
+        finally:
+            jt.flags.use_cuda = previous
+    return _CUDA_CHECKED["ok"]
+
+
 class Problem:
     """A bilevel problem and its solver.
 
@@ -120,6 +144,12 @@ class Problem:
             if not jt.has_cuda:
                 raise ConfigError("device: cuda was requested but Jittor found no usable "
                                   "CUDA (driver and nvcc); use device: cpu or install CUDA.")
+            if not cuda_computes():
+                raise ConfigError(
+                    "device: cuda was requested but Jittor's CUDA kernels return wrong values "
+                    "on this machine ([1, 2, 3] + 1 did not give [2, 3, 4]); seen with "
+                    "Jittor 1.3.11 on CUDA 13. Use a CUDA 12.x toolkit, or device: cpu "
+                    "(docs/user_guide.md, 'Install').")
             jt.flags.use_cuda = 1
         elif device == "cpu":
             jt.flags.use_cuda = 0

@@ -8,6 +8,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped where Jittor finds none)")
+
+
 def pytest_collection_modifyitems(config, items):
     import jittor as jt
 

@@ -167,3 +167,25 @@ def test_registry_lookup_error_lists_names():
         validate_and_adjust_order(["op1", "x"], [["op1", "op2"], ["op3"]])
     with pytest.raises(ValueError, match="list of lists"):
         HyperGradientRules.set_gradient_order(["PTT"])
+
+
+def test_device_cuda_is_refused_where_cuda_kernels_compute_wrong_values(monkeypatch):
+    """Jittor 1.3.11 on CUDA 13 runs its kernels without an error and returns wrong values;
+    device: cuda must refuse such a machine rather than train on garbage."""
+    import jittor as jt
+    from jboat import boat_opt
+    from quadratic import Quadratic
+
+    monkeypatch.setattr(jt, "has_cuda", 1)
+    monkeypatch.setattr(boat_opt, "_CUDA_CHECKED", {"ok": False})
+    before = jt.flags.use_cuda
+    with pytest.raises(jboat.ConfigError, match="wrong values.*CUDA 12"):
+        Quadratic().build(["NGD"], ["RAD"], device="cuda")
+    assert jt.flags.use_cuda == before == 0
+
+
+@pytest.mark.cuda
+def test_cuda_kernels_compute_right_values_on_this_gpu():
+    from jboat import boat_opt
+
+    assert boat_opt.cuda_computes()

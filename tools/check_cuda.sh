@@ -56,10 +56,11 @@ EOF
 # 1. the audit table on the GPU (CUDA-only code paths: fused softmax, depthwise conv, cuDNN)
 step "second-order audit (CUDA)" "$PY" -m jboat.tools.second_order_audit --cuda
 
-# 2. the second-order tests (float64 finite differences) with use_cuda=1
+# 2. the second-order tests and the whole-architecture hyper-gradient checks (float64
+#    finite differences) with use_cuda=1
 step "second-order tests (CUDA)" "$PY" -m pytest -q -p no:cacheprovider \
     tests/test_second_order_models.py tests/higher_jit/test_second_order.py \
-    tests/test_second_order_audit.py
+    tests/test_second_order_audit.py tests/test_darts_search.py
 
 # 3. the few-shot example
 if [ -f examples/few_shot.py ]; then
