@@ -44,26 +44,57 @@ def darts_loss(feed, upper_model, lower_model, **kwargs):
     return jt.nn.cross_entropy_loss(lower_model(feed["x"], upper_model(), **kwargs), feed["y"])
 
 
+class InternalAlphasNetwork(darts_space.Network):
+    """Upstream's layout: the architecture logits live inside the network (a dict
+    attribute, which Jittor's ``parameters()`` does not list), the network is both the
+    lower and the upper model, and ``execute(x)`` reads its own logits."""
+
+    def __init__(self, primitives, steps, seed=0, **kwargs):
+        super().__init__(primitives=primitives, steps=steps, **kwargs)
+        arch = darts_space.Architecture(steps=steps, primitives=primitives, seed=seed,
+                                        scale=0.5)
+        self.hidden_params = {"normal": arch.normal, "reduce": arch.reduce}
+
+    def arch_parameters(self):
+        return [self.hidden_params["normal"], self.hidden_params["reduce"]]
+
+    def execute(self, x):
+        return super().execute(x, self.arch_parameters())
+
+
+def internal_alphas_loss(feed, upper_model, lower_model, **kwargs):
+    return jt.nn.cross_entropy_loss(lower_model(feed["x"], **kwargs), feed["y"])
+
+
 def darts_problem(recipe, primitives, c=2, side=16, batch=2, layers=3, steps=2, seed=0,
-                  **options):
+                  internal_alphas=False, **options):
     """DARTS search network (normal cell, then two reduction cells), upstream's inner
-    optimizer (SGD, momentum 0.9, weight decay 3e-4), float64."""
+    optimizer (SGD, momentum 0.9, weight decay 3e-4), float64. ``internal_alphas``:
+    upstream's layout (the logits inside the network, one network as both models)
+    instead of a separate upper-level module."""
     jt.set_global_seed(seed)
-    net = to_float64(darts_space.Network(c=c, classes=3, layers=layers, steps=steps,
-                                         multiplier=steps, primitives=primitives))
-    arch = to_float64(darts_space.Architecture(steps=steps, primitives=primitives,
-                                               seed=seed, scale=0.5))
+    if internal_alphas:
+        net = to_float64(InternalAlphasNetwork(primitives, steps, seed=seed, c=c, classes=3,
+                                               layers=layers, multiplier=steps))
+        for key in net.hidden_params:
+            net.hidden_params[key] = net.hidden_params[key].float64()
+        upper_model, arch, loss = net, net.arch_parameters(), internal_alphas_loss
+        assert not {id(a) for a in arch} & {id(p) for p in net.parameters()}
+    else:
+        net = to_float64(darts_space.Network(c=c, classes=3, layers=layers, steps=steps,
+                                             multiplier=steps, primitives=primitives))
+        upper_model = to_float64(darts_space.Architecture(steps=steps, primitives=primitives,
+                                                          seed=seed, scale=0.5))
+        arch, loss = [upper_model.normal, upper_model.reduce], darts_loss
     solver = jboat.load_config(recipe)
-    solver.update(lower_level_model=net, upper_level_model=arch,
-                  lower_level_var=list(net.parameters()),
-                  upper_level_var=[arch.normal, arch.reduce],
+    solver.update(lower_level_model=net, upper_level_model=upper_model,
+                  lower_level_var=list(net.parameters()), upper_level_var=arch,
                   lower_level_opt=jt.optim.SGD(net.parameters(), lr=0.1, momentum=0.9,
                                                weight_decay=3e-4),
-                  upper_level_opt=jt.optim.Adam([arch.normal, arch.reduce], lr=3e-4))
+                  upper_level_opt=jt.optim.Adam(arch, lr=3e-4))
     solver["lower_iters"] = 1
     solver.update(options)
-    problem = jboat.Problem(solver, {"lower_level_loss": darts_loss,
-                                     "upper_level_loss": darts_loss})
+    problem = jboat.Problem(solver, {"lower_level_loss": loss, "upper_level_loss": loss})
     rng = np.random.RandomState(seed)
     feeds = images(rng, batch, 3, side, 3), images(rng, batch, 3, side, 3)
     return problem.build_ll_solver().build_ul_solver(), feeds
@@ -72,8 +103,9 @@ def darts_problem(recipe, primitives, c=2, side=16, batch=2, layers=3, steps=2, 
 def test_darts_all_primitives_ngd_rad_is_exact():
     """All eight primitives: the cell pools pooled edges (stride 1 and 2, padding 1) over
     plateaus; with the old pooling substitute this was 2-37 % off (60x with ``none`` and
-    ``max_pool_3x3`` alone)."""
-    problem, (train, val) = darts_problem("rhg", darts_space.PRIMITIVES)
+    ``max_pool_3x3`` alone). Upstream's layout: the logits inside the network, which is
+    both the lower and the upper model."""
+    problem, (train, val) = darts_problem("rhg", darts_space.PRIMITIVES, internal_alphas=True)
     result = jboat.check_hypergradient(problem, train, val, directions=2)
     assert result.passed(TOL), str(result)
     assert max(abs(v) for v in result.finite_difference) > 1e-6   # not a zero check
