@@ -1,39 +1,51 @@
 """Benchmark: one DARTS search step (NGD + RAD, one unrolled weight step), jboat vs a
-hand-written Jittor floor.
+hand-written Jittor floor vs PyTorch.
 
     python bench/bench_darts.py                 # C=16, 32x32; 3 and 5 cells; batch 8 and 32
     python bench/bench_darts.py --quick         # one small configuration (3 cells, batch 8)
-    python bench/bench_darts.py --configs 3x8,5x32 --iters 3
+    python bench/bench_darts.py --configs 3x8,5x32 --iters 3 --check
 
 Not a test: it prints a table. The network is DARTS' search network of
-``examples/darts_space.py`` (8 candidates per edge, 4 steps, multiplier 4, reduction
-cells at 1/3 and 2/3 of the depth, 10 classes), with the weighted sum of each edge
-taken as one stacked product (``examples/nas_darts.py``'s ``StackedMixedOp``: Jittor
-1.3.11 fails to compile a fused kernel of the candidate-by-candidate sum at some
-sizes). One search step: a training and a validation minibatch, the lower step
-``w1 = w - lr * (momentum buffer)`` (SGD, momentum 0.9, weight decay 3e-4), the
-hyper-gradient ``d F(w1(alpha), alpha) / d alpha`` through that step (second order),
-an Adam step on the architecture logits and the weight step ``w <- w1``.
+``examples/darts_space.py`` as it is (8 candidates per edge, each edge the plain
+candidate-by-candidate weighted sum, 4 steps, multiplier 4, reduction cells at 1/3 and
+2/3 of the depth, 10 classes; ``--mixed stacked`` takes each edge's sum as one stacked
+product instead, ``examples/nas_darts.py``'s ``StackedMixedOp``). One search step: a
+training and a validation minibatch, the lower step ``w1 = w - lr * b1`` with the
+momentum buffer ``b1 = 0.9 b + g + 3e-4 w`` (SGD), the hyper-gradient
+``d F(w1(alpha), alpha) / d alpha`` through that step (second order), an Adam step on
+the architecture logits and the weight step ``w <- w1``.
 
 * ``jboat``: ``jboat.Problem`` with ``gm_op: [NGD]``, ``na_op: [RAD]``,
   ``lower_iters: 1`` (``track_losses`` and ``nan_guard`` off: the floor's work);
-* ``floor``: the same step written directly with ``jt.grad`` (weights swapped into the
-  modules for the two forward passes, the momentum step and Adam written out), no jboat.
+* ``floor``: the same step written with ``jt.grad`` only (the weights swapped into the
+  modules for the two forward passes, the momentum step and Adam written out), inside
+  ``jboat.higher_jit.second_order_layers()`` so that the max pools' second derivatives
+  exist (Jittor's pooling kernel has none); when Jittor fails to compile a fused kernel
+  of the step it reruns with ``jboat.higher_jit.fusion`` barriers, as jboat does;
+* ``torch``: the same network and step in PyTorch (``bench/darts_torch.py``; optional,
+  skipped when ``torch`` is not importable), at 1 and 2 threads
+  (``torch.set_num_threads``), each in its own process; the faster one is kept.
 
-Each (implementation, configuration) runs in its own subprocess (this file with
-``--worker``): ``--warmup`` untimed steps (the first one compiles Jittor's kernels;
-they are cached for later processes), then ``--iters`` timed steps; printed are the
-median seconds per step and the peak resident memory above the level just before the
-first step (``/proc/self/status`` VmHWM after resetting it). ``--check`` first compares
-the two hyper-gradients of one step from the same weights.
+The minibatches are NumPy arrays drawn from one seed and handed to every
+implementation. Each (implementation, configuration) runs in its own subprocess (this
+file with ``--worker``): ``--warmup`` untimed steps (the first one compiles Jittor's
+kernels; they are cached for later processes), then ``--iters`` timed steps; printed
+are the median seconds per step and the peak resident memory above the level just
+before the first step (``/proc/self/status`` VmHWM after resetting it). ``--check``
+first compares the hyper-gradients of one step from the same weights: jboat against
+the floor and against PyTorch (the Jittor weights copied into the PyTorch network by
+parameter name).
 """
 
 import argparse
+import gc
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -47,49 +59,70 @@ from machine import cpu_name, memory_mb, reset_peak, run_result_worker  # noqa: 
 CHANNELS, STEPS, SIDE, CLASSES = 16, 4, 32, 10
 LOWER_LR, MOMENTUM, WEIGHT_DECAY = 0.025, 0.9, 3e-4
 UPPER_LR, BETAS, UPPER_WEIGHT_DECAY, ADAM_EPS = 3e-4, (0.5, 0.999), 1e-3, 1e-8
+SEED = 0
+
+
+def set_size(channels, side):
+    """Override C and the input side (module constants: every worker reads them)."""
+    global CHANNELS, SIDE
+    CHANNELS, SIDE = channels, side
 
 
 # -- the problem ----------------------------------------------------------------------------
-def build(layers, batch, seed=0):
-    """(network, architecture, feeds): the search network, its logits, and two
-    (train, val) minibatch pairs of random 32x32 images."""
+def make_data(batch, seed=SEED):
+    """Two (train, val) pairs of ``{"x": (batch, 3, 32, 32) float32, "y": int32}`` NumPy
+    minibatches, the same for every implementation."""
+    import numpy as np
+    rng = np.random.RandomState(seed)
+
+    def feed():
+        return {"x": rng.randn(batch, 3, SIDE, SIDE).astype(np.float32),
+                "y": rng.randint(0, CLASSES, size=batch).astype(np.int32)}
+    return [(feed(), feed()) for _ in range(2)]
+
+
+def architecture_arrays(seed=SEED, scale=1e-3):
+    """The initial (normal, reduce) logits, as ``darts_space.Architecture`` draws them."""
+    import numpy as np
+    rng = np.random.RandomState(seed)
+    shape = (sum(2 + i for i in range(STEPS)), 8)   # edges x candidates
+    return [(rng.randn(*shape) * scale).astype(np.float32) for _ in range(2)]
+
+
+def build(layers, batch, mixed="sum", seed=SEED):
+    """(network, architecture, feeds) in Jittor, everything executed."""
     import jboat  # noqa: F401  (environment defaults before Jittor)
     import jittor as jt
-    import numpy as np
     from darts_space import PRIMITIVES, Architecture, Network
-    from nas_darts import StackedMixedOp
 
     jt.set_global_seed(seed)
     network = Network(c=CHANNELS, classes=CLASSES, layers=layers, steps=STEPS,
                       multiplier=STEPS, primitives=PRIMITIVES)
-    for cell in network.cells:
-        for edge in cell.edges:
-            edge.__class__ = StackedMixedOp
+    if mixed == "stacked":
+        from nas_darts import StackedMixedOp
+        for cell in network.cells:
+            for edge in cell.edges:
+                edge.__class__ = StackedMixedOp
     network.train()
     architecture = Architecture(steps=STEPS, primitives=PRIMITIVES, seed=seed)
-    rng = np.random.RandomState(seed)
-
-    def feed():
-        return {"x": jt.array(rng.randn(batch, 3, SIDE, SIDE).astype(np.float32)),
-                "y": jt.array(rng.randint(0, CLASSES, size=batch).astype(np.int32))}
-    feeds = [(feed(), feed()) for _ in range(2)]
+    feeds = [tuple({k: jt.array(v) for k, v in f.items()} for f in pair)
+             for pair in make_data(batch, seed)]
+    jt.sync(list(network.parameters()) + [architecture.normal, architecture.reduce]
+            + [v for pair in feeds for f in pair for v in f.values()])
     return network, architecture, feeds
 
 
-def trainable(network):
-    return [p for p in network.parameters() if not p.is_stop_grad()]
-
-
-def cross_entropy(network, feed, alphas):
-    import jittor as jt
-    return jt.nn.cross_entropy_loss(network(feed["x"], alphas), feed["y"])
+def named_weights(network):
+    """The trainable (name, Var) pairs of a Jittor network."""
+    return [(n, p) for n, p in network.named_parameters() if not p.is_stop_grad()]
 
 
 def make_jboat(network, architecture, feeds, return_grad=False):
+    """(step, problem): ``step(it)`` runs one ``problem.run_iter``."""
     import jboat
     import jittor as jt
 
-    weights = trainable(network)
+    weights = [p for _, p in named_weights(network)]
     arch = [architecture.normal, architecture.reduce]
     recipe = {"gm_op": ["NGD"], "na_op": ["RAD"], "lower_iters": 1,
               "track_losses": False, "nan_guard": False, "return_grad": return_grad,
@@ -98,7 +131,7 @@ def make_jboat(network, architecture, feeds, return_grad=False):
               "lower_level_opt": jt.optim.SGD(weights, lr=LOWER_LR, momentum=MOMENTUM,
                                               weight_decay=WEIGHT_DECAY),
               "upper_level_opt": jt.optim.Adam(arch, lr=UPPER_LR, betas=BETAS,
-                                               weight_decay=UPPER_WEIGHT_DECAY)}
+                                               eps=ADAM_EPS, weight_decay=UPPER_WEIGHT_DECAY)}
 
     def loss(feed, upper_model, lower_model, **kwargs):
         return jt.nn.cross_entropy_loss(lower_model(feed["x"], upper_model(), **kwargs),
@@ -110,129 +143,146 @@ def make_jboat(network, architecture, feeds, return_grad=False):
     def step(it):
         train, val = feeds[it % len(feeds)]
         return problem.run_iter(train, val, it)[0]
-    return step
-
-
-def _shifted_windows(x, stride, fill):
-    """The 9 views of a 3x3 window (padding 1, ``stride``) of ``x``, padded with ``fill``."""
-    import jittor as jt
-    n, c, h, w = x.shape
-    padded = jt.nn.pad(x, (1, 1, 1, 1), value=fill)
-    out_h, out_w = (h - 1) // stride + 1, (w - 1) // stride + 1
-    return [padded[:, :, i:i + stride * (out_h - 1) + 1:stride,
-                   j:j + stride * (out_w - 1) + 1:stride] for i in range(3) for j in range(3)]
-
-
-class WindowPool:
-    """3x3 max or average pooling (padding 1, averages over the valid positions only,
-    as DARTS' ``count_include_pad=False``) from shifted slices, a stack and a reduction:
-    plain ops whose second derivatives Jittor gets right (its pooling kernel's backward
-    has none). The floor's substitute for the network's pools."""
-
-    def __init__(self, kind, stride):
-        self.kind, self.stride = kind, stride
-
-    def __call__(self, x):
-        import jittor as jt
-        if self.kind == "max":
-            return jt.stack(_shifted_windows(x, self.stride, -1e30), dim=0).max(dim=0)
-        total = jt.stack(_shifted_windows(x, self.stride, 0.0), dim=0).sum(dim=0)
-        ones = jt.ones((1, 1) + tuple(x.shape[2:]))
-        count = jt.stack(_shifted_windows(ones, self.stride, 0.0), dim=0).sum(dim=0)
-        return total / count.stop_grad()
-
-
-def substitute_pools(network):
-    """Replace every stock 3x3 pooling layer of the network by a :class:`WindowPool`."""
-    import jittor as jt
-    count = 0
-    for module in network.modules():
-        if not isinstance(module, jt.nn.Sequential):
-            continue
-        for key, layer in list(module.layers.items()):
-            pool = getattr(layer, "_layer", None) or getattr(layer, "layer", None)
-            if isinstance(layer, (jt.nn.MaxPool2d, jt.nn.AvgPool2d)):
-                assert pool.kernel_size == (3, 3) and pool.padding == (1, 1)
-                module.layers[key] = WindowPool("max" if pool.op == "maximum" else "mean",
-                                                pool.stride[0])
-                count += 1
-    return count
+    return step, problem
 
 
 class Floor:
     """The search step with ``jt.grad`` only. The network's weights are swapped for the
-    step's Vars during each forward pass (the modules' own attributes, restored after)."""
+    step's Vars during each forward pass (the modules' own attributes, restored after);
+    the whole step is one lazy graph, executed by one ``jt.sync`` before the variables
+    are overwritten (so a failed compilation leaves them as they were)."""
 
     def __init__(self, network, architecture, feeds):
         import jittor as jt
         self.network, self.feeds = network, feeds
-        self.pools = substitute_pools(network)
         self.arch = [architecture.normal, architecture.reduce]
         self.slots = [(m, k) for m in network.modules() for k, v in vars(m).items()
                       if isinstance(v, jt.Var) and not v.is_stop_grad()]
         self.weights = [getattr(m, k) for m, k in self.slots]
         self.buffers = [jt.zeros_like(w) for w in self.weights]
         self.adam = [(jt.zeros_like(a), jt.zeros_like(a)) for a in self.arch]
+        jt.sync(self.buffers + [t for pair in self.adam for t in pair])
         self.t = 0
+        self.fusion_level = 0
 
     def loss_at(self, weights, feed):
+        import jittor as jt
         saved = [getattr(m, k) for m, k in self.slots]
         for (m, k), w in zip(self.slots, weights):
             setattr(m, k, w)
         try:
-            return cross_entropy(self.network, feed, tuple(self.arch))
+            logits = self.network(feed["x"], tuple(self.arch))
+            return jt.nn.cross_entropy_loss(logits, feed["y"])
         finally:
             for (m, k), w in zip(self.slots, saved):
                 setattr(m, k, w)
 
     def hypergradient(self, it):
+        """(hyper-gradient, stepped weights, new momentum buffers), lazily."""
         import jittor as jt
+        from jboat.higher_jit import second_order_layers
         train, val = self.feeds[it % len(self.feeds)]
-        grads = jt.grad(self.loss_at(self.weights, train), self.weights, retain_graph=True)
-        buffers = [MOMENTUM * b + g + WEIGHT_DECAY * w
-                   for b, g, w in zip(self.buffers, grads, self.weights)]
-        stepped = [w - LOWER_LR * b for w, b in zip(self.weights, buffers)]
-        hyper = jt.grad(self.loss_at(stepped, val), self.arch)
+        with second_order_layers():
+            grads = jt.grad(self.loss_at(self.weights, train), self.weights)
+            buffers = [MOMENTUM * b + g + WEIGHT_DECAY * w
+                       for b, g, w in zip(self.buffers, grads, self.weights)]
+            stepped = [w - LOWER_LR * b for w, b in zip(self.weights, buffers)]
+            hyper = jt.grad(self.loss_at(stepped, val), self.arch)
         return hyper, stepped, buffers
 
-    def step(self, it):
+    def _step_values(self, it):
         hyper, stepped, buffers = self.hypergradient(it)
-        self.t += 1
+        t = self.t + 1
         b1, b2 = BETAS
+        arch, moments = [], []
         for a, g, (m, v) in zip(self.arch, hyper, self.adam):
             g = g + UPPER_WEIGHT_DECAY * a
-            m.update(b1 * m + (1 - b1) * g)
-            v.update(b2 * v + (1 - b2) * g * g)
-            m_hat, v_hat = m / (1 - b1 ** self.t), v / (1 - b2 ** self.t)
-            a.update((a - UPPER_LR * m_hat / (v_hat.sqrt() + ADAM_EPS)).detach())
+            m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+            m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+            arch.append(a - UPPER_LR * m_hat / (v_hat.sqrt() + ADAM_EPS))
+            moments.append((m, v))
+        return hyper, arch, moments, stepped, buffers
+
+    def run(self, compute):
+        """``compute()``'s Vars, executed; on a kernel Jittor cannot compile, once more
+        at the next fusion-barrier level (kept)."""
+        import jittor as jt
+        from jboat.higher_jit import fusion
+        while True:
+            values = None
+            try:
+                # level 2 (no fusion) is a flag read when the graph executes: sync inside
+                with fusion.fusion_barriers(self.fusion_level):
+                    values = compute()
+                    jt.sync(flat_vars(values))
+                return values
+            except RuntimeError as exc:
+                if not fusion.is_compile_failure(exc) or self.fusion_level >= fusion.MAX_LEVEL:
+                    raise
+            values = None
+            gc.collect()
+            self.fusion_level += 1
+            print(f"floor: Jittor could not compile a fused kernel; fusion barriers at "
+                  f"level {self.fusion_level}", file=sys.stderr)
+
+    def step(self, it):
+        _, arch, moments, stepped, buffers = self.run(lambda: self._step_values(it))
+        self.t += 1
+        for a, new in zip(self.arch, arch):
+            a.update(new.detach())
+        for (m, v), (new_m, new_v) in zip(self.adam, moments):
+            m.update(new_m.detach())
+            v.update(new_v.detach())
         for w, s in zip(self.weights, stepped):
             w.update(s.detach())
         for b, s in zip(self.buffers, buffers):
             b.update(s.detach())
 
 
-def sync_all():
-    import jittor as jt
-    jt.sync_all(True)
+def flat_vars(tree):
+    """The Vars in nested lists / tuples."""
+    if isinstance(tree, (list, tuple)):
+        return [v for item in tree for v in flat_vars(item)]
+    return [tree]
 
 
 # -- workers --------------------------------------------------------------------------------
-def worker(args):
-    import gc
+def torch_step(layers, batch, threads):
+    """(step, framework) of the PyTorch peer, its weights PyTorch's own initialisation."""
+    import torch
+    torch.set_num_threads(threads)
+    torch.manual_seed(SEED)
+    import darts_torch as T
+    network = T.Network(c=CHANNELS, classes=CLASSES, layers=layers, steps=STEPS,
+                        multiplier=STEPS)
+    search = T.SearchStep(network, architecture_arrays(), make_data(batch), LOWER_LR,
+                          MOMENTUM, WEIGHT_DECAY, UPPER_LR, BETAS, UPPER_WEIGHT_DECAY,
+                          ADAM_EPS)
+    return search.step, f"torch {torch.__version__} threads={torch.get_num_threads()}"
 
-    import jboat  # noqa: F401  (environment defaults before Jittor)
-    import jittor as jt
-    network, architecture, feeds = build(args.layers, args.batch)
-    if args.worker == "check":
-        return check_worker(network, architecture, feeds)
-    jt.sync(list(network.parameters()) + [architecture.normal, architecture.reduce])
-    if args.worker == "jboat":
-        step = make_jboat(network, architecture, feeds)
+
+def worker(args):
+    load = os.getloadavg()[0]
+    extra = {}
+    if args.worker == "torch":
+        step, framework = torch_step(args.layers, args.batch, args.threads)
+        sync = lambda: None  # noqa: E731
     else:
-        floor = Floor(network, architecture, feeds)
-        jt.sync(floor.buffers + [t for pair in floor.adam for t in pair])
-        step = floor.step
-    sync_all()
+        import jboat  # noqa: F401  (environment defaults before Jittor)
+        import jittor as jt
+        network, architecture, feeds = build(args.layers, args.batch, args.mixed)
+        if args.worker == "jboat":
+            step, problem = make_jboat(network, architecture, feeds)
+        else:
+            floor = Floor(network, architecture, feeds)
+            step = floor.step
+        framework = f"jittor {jt.__version__}"
+        if args.live_memory:
+            jt.flags.profile_memory_enable = 1
+
+        def sync():
+            jt.sync_all(True)
+    sync()
     gc.collect()
     base, _ = memory_mb()
     has_peak = reset_peak()
@@ -240,40 +290,134 @@ def worker(args):
     for it in range(args.warmup + args.iters):
         start = time.perf_counter()
         step(it)
-        sync_all()
+        sync()
         elapsed = time.perf_counter() - start
         if it == 0:
             first = elapsed
         if it >= args.warmup:
             times.append(elapsed)
     _, peak = memory_mb()
+    if args.worker == "jboat":
+        extra["fusion_level"] = problem._fusion_level
+    elif args.worker == "floor":
+        extra["fusion_level"] = floor.fusion_level
+    if args.live_memory and args.worker != "torch":
+        extra["live_peak_mb"] = int(jt.get_max_memory_info().split("[!@#div1!@#]")[0]) / 2 ** 20
     record = {"worker": args.worker, "layers": args.layers, "batch": args.batch,
+              "threads": args.threads if args.worker == "torch" else None,
+              "mixed": args.mixed if args.worker != "torch" else "sum",
               "median_s": statistics.median(times), "times": times, "first_s": first,
-              "peak_mb": (peak - base) if has_peak else None,
-              "framework": f"jittor {jt.__version__}"}
+              "peak_mb": (peak - base) if has_peak else None, "base_mb": base,
+              "load": load, "framework": framework, **extra}
     sys.stdout.write("\nRESULT " + json.dumps(record) + "\n")
     sys.stdout.flush()
 
 
-def check_worker(network, architecture, feeds):
-    """Relative difference of the first step's hyper-gradients, same starting point."""
-    import jittor as jt
+def relative_difference(a, b):
+    """max over the arrays of ||a - b|| / ||b||."""
     import numpy as np
-    weights = [w.numpy().copy() for w in trainable(network)]
-    jboat_grads = [g.numpy() for g in make_jboat(network, architecture, feeds,
-                                                 return_grad=True)(0)]
-    for w, value in zip(trainable(network), weights):   # jboat took the weight step
-        w.update(jt.array(value))
-    floor_grads = [g.numpy() for g in Floor(network, architecture, feeds).hypergradient(0)[0]]
-    rel = max(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
-              for a, b in zip(jboat_grads, floor_grads))
-    sys.stdout.write("\nRESULT " + json.dumps({"worker": "check", "rel": float(rel)}) + "\n")
+    return float(max(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30)
+                     for x, y in zip(a, b)))
 
 
-def run_worker(name, layers, batch, iters, warmup, timeout):
+def check_jittor_worker(args):
+    """jboat's and the floor's first hyper-gradients from the same weights; writes them,
+    with the weights by name, to ``args.out``."""
+    import numpy as np
+
+    import jboat  # noqa: F401
+    import jittor as jt
+    network, architecture, feeds = build(args.layers, args.batch, args.mixed)
+    named = named_weights(network)
+    start = {n: p.numpy().copy() for n, p in named}
+    step, problem = make_jboat(network, architecture, feeds, return_grad=True)
+    jboat_grads = [g.numpy() for g in step(0)]
+    for n, p in named:                                  # jboat took the weight step
+        p.update(jt.array(start[n]))
+    jt.sync([p for _, p in named])
+    floor = Floor(network, architecture, feeds)
+    floor_grads = [g.numpy() for g in floor.run(lambda: floor.hypergradient(0))[0]]
+    np.savez(args.out, jboat_normal=jboat_grads[0], jboat_reduce=jboat_grads[1],
+             floor_normal=floor_grads[0], floor_reduce=floor_grads[1],
+             arch_normal=architecture.normal.numpy(), arch_reduce=architecture.reduce.numpy(),
+             **{"w:" + n: v for n, v in start.items()})
+    record = {"worker": "check-jittor", "floor_rel": relative_difference(floor_grads, jboat_grads),
+              "jboat_norm": float(sum(np.linalg.norm(g) ** 2 for g in jboat_grads) ** 0.5),
+              "fusion_level": [problem._fusion_level, floor.fusion_level]}
+    sys.stdout.write("\nRESULT " + json.dumps(record) + "\n")
+
+
+def check_torch_worker(args):
+    """PyTorch's first hyper-gradient from the weights in ``args.out``, compared with
+    jboat's there."""
+    import numpy as np
+    import torch
+    import darts_torch as T
+    torch.set_num_threads(args.threads)
+    saved = np.load(args.out)
+    network = T.Network(c=CHANNELS, classes=CLASSES, layers=args.layers, steps=STEPS,
+                        multiplier=STEPS)
+    jittor_names = sorted(k[2:] for k in saved.files if k.startswith("w:"))
+    torch_params = dict(network.named_parameters())
+    if sorted(torch_params) != jittor_names:
+        missing = set(jittor_names) ^ set(torch_params)
+        raise SystemExit(f"parameter names differ: {sorted(missing)[:5]}")
+    with torch.no_grad():
+        for name, p in torch_params.items():
+            value = torch.from_numpy(saved["w:" + name])
+            if tuple(value.shape) != tuple(p.shape):
+                raise SystemExit(f"{name}: Jittor {tuple(value.shape)}, torch {tuple(p.shape)}")
+            p.copy_(value)
+    search = T.SearchStep(network, [saved["arch_normal"], saved["arch_reduce"]],
+                          make_data(args.batch), LOWER_LR, MOMENTUM, WEIGHT_DECAY, UPPER_LR,
+                          BETAS, UPPER_WEIGHT_DECAY, ADAM_EPS)
+    torch_grads = [g.numpy() for g in search.hypergradient(0)[0]]
+    jboat_grads = [saved["jboat_normal"], saved["jboat_reduce"]]
+    record = {"worker": "check-torch", "torch_rel": relative_difference(torch_grads, jboat_grads)}
+    sys.stdout.write("\nRESULT " + json.dumps(record) + "\n")
+
+
+def run_worker(name, layers, batch, args, threads=1, out=None):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--layers",
-           str(layers), "--batch", str(batch), "--iters", str(iters), "--warmup", str(warmup)]
-    return run_result_worker(cmd, ROOT, timeout)
+           str(layers), "--batch", str(batch), "--iters", str(args.iters), "--warmup",
+           str(args.warmup), "--threads", str(threads), "--mixed", args.mixed,
+           "--channels", str(CHANNELS), "--side", str(SIDE)]
+    if out:
+        cmd += ["--out", out]
+    if args.live_memory:
+        cmd.append("--live-memory")
+    return run_result_worker(cmd, ROOT, args.timeout)
+
+
+def has_torch():
+    try:
+        return subprocess.run([sys.executable, "-c", "import torch"], capture_output=True,
+                              timeout=300).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def check(args, torch_ok):
+    """Print the hyper-gradient agreement of jboat with the floor and with PyTorch."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "check.npz")
+        jit = run_worker("check-jittor", 3, 8, args, out=out)
+        if "error" in jit:
+            print(f"hyper-gradient check: {jit['error']}", flush=True)
+            return
+        line = (f"hyper-gradient check (C={CHANNELS}, {SIDE}x{SIDE}, 3 cells, batch 8, "
+                f"float32, |jboat| = "
+                f"{jit['jboat_norm']:.3e}): max relative difference floor vs jboat "
+                f"{jit['floor_rel']:.1e}")
+        if torch_ok:
+            to = run_worker("check-torch", 3, 8, args, threads=2, out=out)
+            line += ("; PyTorch vs jboat " + (f"{to['torch_rel']:.1e}" if "torch_rel" in to
+                                              else to["error"]))
+        print(line, flush=True)
+
+
+def cell(value, fmt):
+    return "n/a" if value is None else format(value, fmt)
 
 
 def main(argv=None):
@@ -285,41 +429,82 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="untimed first steps")
     parser.add_argument("--check", action="store_true",
                         help="first compare the hyper-gradients (3 cells, batch 8)")
-    parser.add_argument("--timeout", type=int, default=3600, help="seconds per process")
-    parser.add_argument("--worker", choices=("jboat", "floor", "check"))
+    parser.add_argument("--only", default="floor,jboat,torch",
+                        help="implementations to time (comma-separated)")
+    parser.add_argument("--threads", default="1,2", help="PyTorch thread counts to try")
+    parser.add_argument("--mixed", choices=("sum", "stacked"), default="sum",
+                        help="Jittor edges: darts_space's plain weighted sum, or "
+                             "nas_darts' StackedMixedOp")
+    parser.add_argument("--live-memory", action="store_true",
+                        help="Jittor workers: also Jittor's peak of live Var buffers")
+    parser.add_argument("--channels", type=int, default=CHANNELS,
+                        help="C (16 in the issue; smaller for a diagnosis)")
+    parser.add_argument("--side", type=int, default=SIDE,
+                        help="input side (32 in the issue; smaller for a diagnosis)")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per process")
+    parser.add_argument("--worker", choices=("jboat", "floor", "torch", "check-jittor",
+                                             "check-torch"))
     parser.add_argument("--layers", type=int)
     parser.add_argument("--batch", type=int)
+    parser.add_argument("--out", help="check workers: the .npz file they share")
     args = parser.parse_args(argv)
+    set_size(args.channels, args.side)
+    if args.worker in ("check-jittor", "check-torch"):
+        args.threads = int(args.threads.split(",")[0])
+        return (check_jittor_worker if args.worker == "check-jittor" else check_torch_worker)(args)
     if args.worker:
+        args.threads = int(args.threads.split(",")[0])
         return worker(args)
     if args.quick:
         args.configs, args.iters = "3x8", 2
     configs = [tuple(int(v) for v in c.split("x")) for c in args.configs.split(",")]
+    only = args.only.split(",")
+    torch_ok = "torch" in only and has_torch()
     print(f"# DARTS search step (NGD + RAD, one unrolled step): C={CHANNELS}, {STEPS} steps, "
-          f"{SIDE}x{SIDE}, 8 candidates")
+          f"{SIDE}x{SIDE}, 8 candidates, Jittor edges: {args.mixed}")
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.2f} at start; Python {platform.python_version()}")
+    if "torch" in only and not torch_ok:
+        print("(PyTorch not importable: the peer is skipped)")
     if args.check:
-        result = run_worker("check", 3, 8, 0, 0, args.timeout)
-        print(f"hyper-gradient check (3 cells, batch 8): "
-              + (f"max relative difference jboat vs floor {result['rel']:.1e}"
-                 if "rel" in result else result["error"]), flush=True)
-    print("\n| cells | batch | floor s/step | jboat s/step | jboat/floor | floor peak MB "
-          "| jboat peak MB | load |")
-    print("|---|---|---|---|---|---|---|---|")
+        check(args, torch_ok)
     rows = []
     for layers, batch in configs:
-        load = os.getloadavg()[0]
-        floor = run_worker("floor", layers, batch, args.iters, args.warmup, args.timeout)
-        jb = run_worker("jboat", layers, batch, args.iters, args.warmup, args.timeout)
-        rows.append({"layers": layers, "batch": batch, "floor": floor, "jboat": jb})
-        if "error" in floor or "error" in jb:
-            print(f"| {layers} | {batch} | {floor.get('error', '')} | {jb.get('error', '')} "
-                  f"| | | | {load:.1f} |", flush=True)
-            continue
-        f, j = floor["median_s"], jb["median_s"]
-        print(f"| {layers} | {batch} | {f:.2f} | {j:.2f} | {j / f:.2f} | "
-              f"{floor['peak_mb']:.0f} | {jb['peak_mb']:.0f} | {load:.1f} |", flush=True)
+        row = {"layers": layers, "batch": batch, "load": os.getloadavg()[0]}
+        for name in ("floor", "jboat"):
+            if name in only:
+                row[name] = run_worker(name, layers, batch, args)
+                print(f"  {layers}x{batch} {name}: {json.dumps(row[name])}", flush=True)
+        if torch_ok:
+            runs = []
+            for threads in (int(t) for t in args.threads.split(",")):
+                runs.append(run_worker("torch", layers, batch, args, threads=threads))
+                print(f"  {layers}x{batch} torch: {json.dumps(runs[-1])}", flush=True)
+            good = [r for r in runs if "error" not in r]
+            row["torch"] = min(good, key=lambda r: r["median_s"]) if good else runs[-1]
+        rows.append(row)
+
+    def get(row, name, key):
+        record = row.get(name) or {}
+        return record.get(key)
+
+    print("\n| cells | batch | floor s/step | jboat s/step | torch s/step (threads) | "
+          "jboat/torch | jboat/floor | floor peak MB | jboat peak MB | torch peak MB | "
+          "load at start |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        f, j, t = (get(row, n, "median_s") for n in ("floor", "jboat", "torch"))
+        threads = get(row, "torch", "threads")
+        print(f"| {row['layers']} | {row['batch']} | {cell(f, '.2f')} | {cell(j, '.2f')} | "
+              f"{cell(t, '.2f')}{f' ({threads})' if threads else ''} | "
+              f"{cell(j / t if j and t else None, '.2f')} | "
+              f"{cell(j / f if j and f else None, '.2f')} | "
+              f"{cell(get(row, 'floor', 'peak_mb'), '.0f')} | "
+              f"{cell(get(row, 'jboat', 'peak_mb'), '.0f')} | "
+              f"{cell(get(row, 'torch', 'peak_mb'), '.0f')} | {row['load']:.2f} |")
+        for name in ("floor", "jboat", "torch"):
+            if "error" in (row.get(name) or {}):
+                print(f"  {name}: {row[name]['error']}")
     return rows
 
 
