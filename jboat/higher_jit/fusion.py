@@ -34,6 +34,8 @@ import threading
 
 import jittor as jt
 
+from ..state import map_tree
+
 __all__ = ["fusion_barriers", "is_compile_failure", "execute_inputs", "MAX_LEVEL"]
 
 MAX_LEVEL = 2
@@ -50,16 +52,11 @@ def is_compile_failure(error):
         or "Run cmd failed" in text and "jit/" in text)
 
 
-def _vars_in(tree, out):
-    if isinstance(tree, jt.Var):
-        out.append(tree)
-    elif isinstance(tree, dict):
-        for value in tree.values():
-            _vars_in(value, out)
-    elif isinstance(tree, (list, tuple)):
-        for value in tree:
-            _vars_in(value, out)
-    return out
+def feed_vars(tree):
+    """The Vars in ``tree`` (feed dicts, lists of them), in order."""
+    found = []
+    map_tree(jt.Var, found.append, tree)
+    return found
 
 
 def execute_inputs(tree):
@@ -72,7 +69,7 @@ def execute_inputs(tree):
     op; executed first, the feeds are plain stored inputs, and the barriers of level 1
     hold. One host synchronisation (cheap: nothing else is pending at the start of an
     iteration)."""
-    pending = _vars_in(tree, [])
+    pending = feed_vars(tree)
     if pending:
         jt.sync(pending)
 

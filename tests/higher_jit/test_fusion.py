@@ -115,7 +115,7 @@ def test_after_a_failure_the_feeds_are_executed_before_each_iteration(monkeypatc
     executed = []
     original = fusion.execute_inputs
     monkeypatch.setattr(fusion, "execute_inputs",
-                        lambda tree: executed.append(len(fusion._vars_in(tree, []))) or
+                        lambda tree: executed.append(len(fusion.feed_vars(tree))) or
                         original(tree))
     problem.run_iter(q.ll_feed(), q.ul_feed(), 0)
     assert executed == []
