@@ -9,6 +9,7 @@ import logging
 
 from ._env import configure_jittor_environment
 from .distributed import install_process_hooks
+from ._kernel_pch import install_kernel_pch
 
 install_process_hooks()  # under mpirun only: rank-0 logging, a failing rank stops the job
 configure_jittor_environment()
@@ -23,6 +24,7 @@ from .operation_registry import (Operation_REGISTRY, get_registered_operation,  
                                  operators_by_role, register_class)
 
 logging.getLogger("jboat").addHandler(logging.NullHandler())
+install_kernel_pch()  # CPU kernels compile ~2.5x faster (jboat/_kernel_pch.py; JBOAT_KERNEL_PCH=0: off)
 install_process_hooks()  # again, now that Jittor (which sets its own excepthook) is loaded
 
 __version__ = "0.1.0"
