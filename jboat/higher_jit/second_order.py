@@ -27,9 +27,10 @@ operators differentiates gradients (``OperatorSpec.second_order`` or
 model that tracks higher gradients.
 
 Replaced (all devices): ``jt.nn.Pool.execute`` and ``jt.nn.Pool3d.execute``. 2-D max/min
-pooling, any window, stride and padding (:class:`_ArgExtremum`): Jittor's kernel
-runs the forward and records one arg-max index per output; the backward scatters the
-output gradient to those indices. No window tensor is materialised. 3-D max/min
+pooling, any window, stride and padding (:func:`_gather_extremum`): Jittor's kernel
+finds one arg-max index per output, and the values are gathered from the input at those
+indices (a ``reindex``, whose derivative is the scatter to those indices). No window
+tensor is materialised. 3-D max/min
 pooling: the windows, and a mask selecting the first extremum of each. Mean pooling
 with ``ceil_mode`` (a code op too): a ``reindex`` window sum.
 CUDA only (these code paths exist only there): the fused softmax kernel
@@ -135,50 +136,34 @@ def _flat_to_position(flat, sizes):
     return exprs[::-1]
 
 
-class _ArgExtremum(jt.Function):
-    """2-D max (min) pooling, any window, stride, padding and rounding.
+def _gather_extremum(layer, x, original):
+    """2-D max (min) pooling, any window, stride, padding and rounding: ``(values, index)``.
 
-    Forward: Jittor's own pooling kernel in its ``return_indices`` form, which scans
-    each window once and returns the value and the flat position of the first
-    extremum in scan order (min pooling runs it on ``-x``). No window tensor is built:
-    the only thing kept is one int32 index per output.
+    Jittor's own pooling kernel, in its ``return_indices`` form, finds the flat position
+    of the first extremum of each window in scan order (min pooling runs it on ``-x``);
+    that index is a constant (``stop_grad``). The values are then gathered from ``x`` at
+    those positions with one ``reindex``, a linear map of ``x``. Jittor differentiates
+    the gather itself: the first derivative scatters ``dy`` to the kept positions
+    (``reindex_reduce``), and the derivative of that scatter is the gather again, so
+    every derivative order is right (pooling is piecewise linear; the indices are
+    locally constant). A window with tied extrema sends its gradient to one position,
+    the first in scan order, as Jittor's kernel and PyTorch do, so first derivatives
+    equal the stock kernel's bit for bit; where windows overlap (stride < kernel) an
+    element that is the extremum of several windows receives the sum of their
+    gradients. No window tensor is built: one int32 index per output is kept.
 
-    Backward: ``dx = scatter_add(dy, argext)``, a ``reindex_reduce`` over the kept
-    indices. A window that holds tied maxima sends its gradient to one position, the
-    first in scan order, exactly as Jittor's kernel (and PyTorch) do, so first
-    derivatives equal the stock kernel's bit for bit. Where windows overlap (stride <
-    kernel) an element that is the extremum of several windows receives the sum of
-    their gradients, as it must.
-
-    Every derivative order is right: the backward is linear in ``dy`` and the
-    indices are locally constant (pooling is piecewise linear), so the derivative of
-    the backward w.r.t. ``dy`` is the matching gather (``reindex``) and w.r.t. ``x``
-    is zero, which is what Jittor differentiates here.
+    (No ``jt.Function``: a taped function in the graph made Jittor keep the grouped
+    convolutions' window tensors of a whole DARTS cell alive through the second-order
+    backward, about 2 GB per sample at C = 16, 32x32; see docs/performance.md.)
     """
-
-    def __init__(self, layer, original):
-        self.layer, self.original = layer, original
-
-    def execute(self, x):
-        layer = self.layer
-        probe = type(layer)(layer.kernel_size, layer.stride, layer.padding,
-                            return_indices=True, ceil_mode=layer.ceil_mode, op="maximum")
-        if layer.op == "maximum":
-            y, index = self.original(probe, x)
-        else:
-            y, index = self.original(probe, -x)
-            y = -y
-        self.index, self.shape = index.stop_grad(), list(x.shape)
-        return y
-
-    def grad(self, dy):
-        if dy is None:
-            return None
-        spatial = len(self.shape) - 2
-        at = ",".join(f"i{d}" for d in range(2 + spatial))
-        positions = _flat_to_position(f"@e0({at})", self.shape[2:])
-        return dy.reindex_reduce("add", self.shape, ["i0", "i1"] + positions,
-                                 extras=[self.index])
+    probe = type(layer)(layer.kernel_size, layer.stride, layer.padding,
+                        return_indices=True, ceil_mode=layer.ceil_mode, op="maximum")
+    _, index = original(probe, x if layer.op == "maximum" else -x)
+    index = index.stop_grad()
+    spatial = len(x.shape) - 2
+    at = ",".join(f"i{d}" for d in range(2 + spatial))
+    positions = _flat_to_position(f"@e0({at})", list(x.shape[2:]))
+    return x.reindex(list(index.shape), ["i0", "i1"] + positions, extras=[index]), index
 
 
 def _extremum_by_windows(layer, x, spatial, original):
@@ -187,7 +172,7 @@ def _extremum_by_windows(layer, x, spatial, original):
     selected by a mask. Values equal the code op's; the gradient goes to that one
     position, as in Jittor's kernel; the selection is linear, so every order is right.
     (Jittor's ``return_indices`` kernel stalls on 3-D inputs here, hence not
-    :class:`_ArgExtremum`.) Materialises the windows: 3-D pooling is rare in bilevel
+    :func:`_gather_extremum`.) Materialises the windows: 3-D pooling is rare in bilevel
     models."""
     outs, shape, indexes = _windows(layer, x, spatial)
     sign = 1.0 if layer.op == "maximum" else -1.0
@@ -203,7 +188,7 @@ def _extremum_by_windows(layer, x, spatial, original):
 
 def _make_pool_execute(original, spatial):
     name = f"{original.__qualname__} -> reindex + sum (mean, ceil_mode)"
-    arg = f"{original.__qualname__} -> kernel forward, arg-extremum scatter backward"
+    arg = f"{original.__qualname__} -> kernel arg-extremum indices, gather (scatter backward)"
     name3 = f"{original.__qualname__} -> reindex windows, first extremum selected"
 
     def execute(self, x):
@@ -217,9 +202,8 @@ def _make_pool_execute(original, spatial):
             return _extremum_by_windows(self, x, spatial, original)
         if self.op in ("maximum", "minimum"):
             _fired[arg] += 1
-            function = _ArgExtremum(self, original)
-            values = function(x)
-            return (values, function.index) if self.return_indices else values
+            values, index = _gather_extremum(self, x, original)
+            return (values, index) if self.return_indices else values
         _fired[name] += 1
         return _mean_pool_nd(self, x, spatial)
     execute.__name__ = "execute"
@@ -272,8 +256,8 @@ def _substitutes():
 
     subs = [
         (jt.nn.Pool, "execute", _make_pool_execute(jt.nn.Pool.execute, 2),
-         "max/min pooling (code op) -> the kernel's forward with arg-max indices, a "
-         "scatter backward; mean pooling with ceil_mode -> reindex + sum"),
+         "max/min pooling (code op) -> the kernel's arg-max indices, a gather there "
+         "(its derivative: a scatter); mean pooling with ceil_mode -> reindex + sum"),
         (jt.nn.Pool3d, "execute", _make_pool_execute(jt.nn.Pool3d.execute, 3),
          "3-D max/min pooling (code op) -> reindex windows, the first extremum selected; "
          "mean pooling with ceil_mode -> reindex + sum"),
@@ -291,8 +275,9 @@ def _substitutes():
 #: descriptions of the substitutes (for the docs); see :func:`_substitutes`
 SUBSTITUTES = (
     ("jt.nn.Pool.execute", "MaxPool2d, max_pool2d, pool, AdaptiveMaxPool2d(return_indices"
-     "=True): Jittor's kernel forward with arg-max indices, scatter backward (ties: the "
-     "first in scan order, as the kernel); AvgPool2d(ceil_mode=True): reindex + sum"),
+     "=True): Jittor's kernel's arg-max indices, a gather there, whose derivative is a "
+     "scatter (ties: the first in scan order, as the kernel); AvgPool2d(ceil_mode=True): "
+     "reindex + sum"),
     ("jt.nn.Pool3d.execute", "MaxPool3d: reindex windows, the first extremum selected "
      "(ties as the kernel); AvgPool3d(ceil_mode=True): reindex + sum"),
     ("jittor.other.code_softmax.can_softmax_v1", "CUDA only: fused softmax -> exp/sum"),
@@ -309,8 +294,8 @@ def second_order_layers(enabled=True):
     ``enabled=False`` it does nothing (so callers can write
     ``with second_order_layers(needs_second_order):``).
 
-    Cost: max/min pooling keeps Jittor's kernel for the forward (plus one int32 index
-    per output) and scatters in the backward; mean pooling with ``ceil_mode``
+    Cost: max/min pooling runs Jittor's kernel for the indices (one int32 per output)
+    plus a gather, and scatters in the backward; mean pooling with ``ceil_mode``
     materialises its windows. Only open it where second derivatives are taken.
     """
     global _depth
