@@ -242,7 +242,8 @@ class Problem:
         # rerun of an iteration whose fused kernels Jittor failed to compile
         saved = self._capture_state()
         check = cfg["nan_guard"]
-        with distributed.watchdog(cfg["mpi_timeout"] if self._parallel else None):
+        with distributed.watchdog(cfg["mpi_timeout"] if self._parallel else None), \
+                distributed.local_batch_norm((self._ll_model, self._ul_model), self._parallel):
             while True:
                 try:
                     start = time.perf_counter()

@@ -93,6 +93,19 @@ def test_two_ranks_ran(ranks):
     assert all(r["world"] == 2 for r in ranks)
 
 
+def test_task_parallel_batch_norm_uses_each_tasks_own_statistics(ranks, cases):
+    """Jittor's BatchNorm (sync=True by default) averages batch statistics across MPI
+    ranks; with different tasks on the ranks that mixes tasks. jboat turns the sync off
+    in task mode (and back on after the iteration): the 2-rank meta-gradient equals one
+    process's over all 4 tasks."""
+    reference = cases.run_maml_bn((0, 1))["meta_gradient"]
+    for r in ranks:
+        assert rel_err(r["maml_bn"]["meta_gradient"], reference) < 1e-4
+        assert r["maml_bn"]["bn_sync_after"] is True          # restored after run_iter
+    own_share = cases.run_maml_bn((0, 2))["meta_gradient"]   # control: half the tasks
+    assert rel_err(own_share, reference) > 1e-2
+
+
 @pytest.mark.parametrize("key", ["meta_gradient", "meta_parameters"])
 def test_maml_tasks_split_2_2_equal_one_process_over_4(ranks, cases, key):
     # NGD+IAD, accumulate_grad: rank 0 runs tasks 0-1, rank 1 tasks 2-3; the summed

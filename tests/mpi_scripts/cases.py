@@ -105,6 +105,54 @@ def run_maml(share, gm_op=("NGD",), na_op=("IAD",), iters=2, mpi_timeout=600.0, 
     return out
 
 
+# -- task parallelism through BatchNorm: each task normalised with its own statistics -----------
+class ConvBN(jt.Module):
+    """Conv 3x3 -> BatchNorm (Jittor's default ``sync=True``) -> ReLU -> linear head."""
+
+    def __init__(self):
+        self.conv = jt.nn.Conv2d(1, 2, 3)
+        self.bn = jt.nn.BatchNorm2d(2)
+        self.head = jt.nn.Linear(2 * 3 * 3, 2)
+
+    def execute(self, x):
+        return self.head(jt.nn.relu(self.bn(self.conv(x))).reshape(x.shape[0], -1))
+
+
+def bn_loss(feed, upper_model, lower_model, **kwargs):
+    return jt.nn.cross_entropy_loss(lower_model(feed["x"], **kwargs), feed["y"])
+
+
+def run_maml_bn(share):
+    """MAML (NGD + IAD, return_grad) of a conv + BatchNorm net over this process's share
+    of 4 tasks whose inputs have different scales and offsets, so that their batch
+    statistics differ: under MPI, Jittor's BatchNorm would average them across ranks."""
+    rng = np.random.RandomState(4)
+    tasks = []
+    for k in range(N_TASKS):
+        def feed():
+            return {"x": jt.array((rng.randn(3, 1, 5, 5) * (1 + k) + k).astype(np.float32)),
+                    "y": jt.array(rng.randint(0, 2, size=3).astype(np.int32))}
+        tasks.append((feed(), feed()))
+    tasks = part(tasks, share)
+    jt.set_global_seed(0)
+    model = ConvBN()
+    weights = [np.random.RandomState(5 + i).randn(*p.shape).astype(np.float32) * 0.5
+               for i, p in enumerate(model.parameters())]
+    for p, w in zip(model.parameters(), weights):
+        p.assign(jt.array(w))
+    params = [p for p in model.parameters() if not p.is_stop_grad()]
+    config = {"gm_op": ["NGD"], "na_op": ["IAD"], "lower_iters": 2, "accumulate_grad": True,
+              "return_grad": True, "lower_level_model": model, "upper_level_model": model,
+              "lower_level_var": params, "upper_level_var": params,
+              "lower_level_opt": jt.optim.SGD(params, lr=0.1),
+              "upper_level_opt": jt.optim.Adam(params, lr=0.01)}
+    problem = jboat.Problem(config, {"lower_level_loss": bn_loss, "upper_level_loss": bn_loss})
+    problem.build_ll_solver().build_ul_solver()
+    grads, _ = problem.run_iter([t[0] for t in tasks], [t[1] for t in tasks], 0)
+    return {"meta_gradient": np.concatenate([g.numpy().ravel() for g in grads]),
+            "bn_sync_after": bool(model.bn.sync)}
+
+
 # -- task parallelism with DI (LL initialisation buffers) --------------------------------------
 def quad_lower(feed, upper_model, lower_model, **kwargs):
     y = lower_model(**kwargs)
@@ -281,7 +329,8 @@ def _say(text):
 
 def correctness(share):
     results = {}
-    for name, run in (("maml", run_maml), ("di", run_di), ("fo", run_fo)):
+    for name, run in (("maml", run_maml), ("di", run_di), ("fo", run_fo),
+                      ("maml_bn", run_maml_bn)):
         _say(name)
         results[name] = run(share)
     for ops in DATA_PARALLEL_CASES:
