@@ -27,8 +27,8 @@ operators differentiates gradients (``OperatorSpec.second_order`` or
 model that tracks higher gradients.
 
 Replaced (all devices): ``jt.nn.Pool.execute`` and ``jt.nn.Pool3d.execute``. 2-D max/min
-pooling, any window, stride and padding (:func:`_gather_extremum`): Jittor's kernel
-finds one arg-max index per output, and the values are gathered from the input at those
+pooling, any window, stride and padding (:func:`_gather_extremum`): a kernel finds one
+arg-max index per output (the same scan as Jittor's pooling kernel), and the values are gathered from the input at those
 indices (a ``reindex``, whose derivative is the scatter to those indices). No window
 tensor is materialised. 3-D max/min
 pooling: the windows, and a mask selecting the first extremum of each. Mean pooling
@@ -136,12 +136,51 @@ def _flat_to_position(flat, sizes):
     return exprs[::-1]
 
 
+def _argmax_index_2d(layer, x):
+    """The flat (row-major over H x W) position of the first maximum of each pooling
+    window of ``x``, int32, the same scan and comparison as Jittor's pooling kernel in
+    its ``return_indices`` form (CPU). Only the indices: that kernel also writes the
+    values, a second output that Jittor keeps allocated as long as the indices live
+    (through the whole second-order backward: about 25 MiB more live tensors in a
+    Conv4 MAML K=5 meta-iteration)."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = (_pair(layer.kernel_size), _pair(layer.stride),
+                                    _pair(layer.padding))
+    oh = _output_size(h, kh, sh, ph, layer.ceil_mode)
+    ow = _output_size(w, kw, sw, pw, layer.ceil_mode)
+    return jt.code([n, c, oh, ow], "int32", [x], cpu_src=f"""
+        for (int i0 = 0; i0 < out_shape0; i0++)
+        for (int i1 = 0; i1 < out_shape1; i1++)
+        for (int i2 = 0; i2 < out_shape2; i2++)
+        for (int i3 = 0; i3 < out_shape3; i3++) {{
+            int k2 = i2 * {sh} - {ph}, k3 = i3 * {sw} - {pw};
+            int k2_ = std::min(k2 + {kh}, in0_shape2), k3_ = std::min(k3 + {kw}, in0_shape3);
+            k2 = std::max(0, k2);
+            k3 = std::max(0, k3);
+            auto best = @expand_op(init_maximum, @in0_type);
+            int at = -1;
+            for (int p = k2; p < k2_; ++p)
+                for (int q = k3; q < k3_; ++q)
+                    if (best < @in0(i0, i1, p, q)) {{
+                        best = @in0(i0, i1, p, q);
+                        at = p * in0_shape3 + q;
+                    }}
+            @out(i0, i1, i2, i3) = at;
+        }}
+    """)
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
 def _gather_extremum(layer, x, original):
     """2-D max (min) pooling, any window, stride, padding and rounding: ``(values, index)``.
 
-    Jittor's own pooling kernel, in its ``return_indices`` form, finds the flat position
-    of the first extremum of each window in scan order (min pooling runs it on ``-x``);
-    that index is a constant (``stop_grad``). The values are then gathered from ``x`` at
+    The flat position of the first extremum of each window in scan order is found by an
+    index-only code op on the CPU (:func:`_argmax_index_2d`, the same scan as Jittor's
+    kernel) and by Jittor's own kernel in its ``return_indices`` form on CUDA (min
+    pooling runs it on ``-x``); that index is a constant (``stop_grad``). The values are then gathered from ``x`` at
     those positions with one ``reindex``, a linear map of ``x``. Jittor differentiates
     the gather itself: the first derivative scatters ``dy`` to the kept positions
     (``reindex_reduce``), and the derivative of that scatter is the gather again, so
@@ -156,9 +195,13 @@ def _gather_extremum(layer, x, original):
     convolutions' window tensors of a whole DARTS cell alive through the second-order
     backward, about 2 GB per sample at C = 16, 32x32; see docs/performance.md.)
     """
-    probe = type(layer)(layer.kernel_size, layer.stride, layer.padding,
-                        return_indices=True, ceil_mode=layer.ceil_mode, op="maximum")
-    _, index = original(probe, x if layer.op == "maximum" else -x)
+    source = x if layer.op == "maximum" else -x
+    if jt.flags.use_cuda:
+        probe = type(layer)(layer.kernel_size, layer.stride, layer.padding,
+                            return_indices=True, ceil_mode=layer.ceil_mode, op="maximum")
+        _, index = original(probe, source)
+    else:
+        index = _argmax_index_2d(layer, source)
     index = index.stop_grad()
     spatial = len(x.shape) - 2
     at = ",".join(f"i{d}" for d in range(2 + spatial))

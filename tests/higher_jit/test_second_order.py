@@ -122,6 +122,22 @@ def test_pool_substitute_gradient_equals_the_kernels_on_ties(window):
     np.testing.assert_allclose(patched.sum(), weights.numpy().sum(), rtol=1e-4)
 
 
+@pytest.mark.parametrize("window", WINDOWS + [("maximum", (2, 3), (1, 2), (1, 0), False)],
+                         ids=lambda w: "k{}s{}p{}{}".format(*w[1:4], "c" if w[4] else ""))
+def test_index_only_kernel_equals_jittors_return_indices_kernel(window):
+    """The CPU substitute finds the arg-max positions with an index-only code op (no
+    values output kept alive); on tied and on random inputs they are exactly the ones
+    Jittor's own ``return_indices`` kernel returns."""
+    _, kernel, stride, padding, ceil = window
+    layer = jt.nn.Pool(kernel, stride, padding, return_indices=True, ceil_mode=ceil)
+    rng = np.random.RandomState(4)
+    for x in (_tied_input(rng), rng.randn(2, 3, 9, 8)):
+        x = jt.array(x.astype(np.float32))
+        _, stock = second_order._ORIGINAL["Pool"](layer, x)
+        np.testing.assert_array_equal(second_order._argmax_index_2d(layer, x).numpy(),
+                                      stock.numpy())
+
+
 def test_pool3d_substitute_gradient_equals_the_kernels_on_ties():
     layer = jt.nn.Pool3d(3, 2, 1, op="maximum")
     x = jt.array(np.round(np.random.RandomState(4).randn(1, 2, 5, 6, 7)).astype(np.float32))
