@@ -28,9 +28,9 @@ model that tracks higher gradients.
 
 Replaced (all devices): ``jt.nn.Pool.execute`` and ``jt.nn.Pool3d.execute``. 2-D max/min
 pooling, any window, stride and padding (:func:`_gather_extremum`): a kernel finds one
-arg-max index per output (the same scan as Jittor's pooling kernel), and the values are gathered from the input at those
-indices (a ``reindex``, whose derivative is the scatter to those indices). No window
-tensor is materialised. 3-D max/min
+arg-max index per output (the same scan as Jittor's pooling kernel), and the values
+are gathered from the input at those indices (a ``reindex``, whose derivative is the
+scatter to those indices). No window tensor is materialised. 3-D max/min
 pooling: the windows, and a mask selecting the first extremum of each. Mean pooling
 with ``ceil_mode`` (a code op too): a ``reindex`` window sum.
 CUDA only (these code paths exist only there): the fused softmax kernel
@@ -180,8 +180,10 @@ def _gather_extremum(layer, x, original):
     The flat position of the first extremum of each window in scan order is found by an
     index-only code op on the CPU (:func:`_argmax_index_2d`, the same scan as Jittor's
     kernel) and by Jittor's own kernel in its ``return_indices`` form on CUDA (min
-    pooling runs it on ``-x``); that index is a constant (``stop_grad``). The values are then gathered from ``x`` at
-    those positions with one ``reindex``, a linear map of ``x``. Jittor differentiates
+    pooling runs it on ``-x``); that index is a constant (``stop_grad``). The values are
+    then gathered from ``x`` at those positions with one ``reindex``, a linear map of
+    ``x``. A window with no position to pick (all NaN) gives NaN, so the NaN guard
+    sees it. Jittor differentiates
     the gather itself: the first derivative scatters ``dy`` to the kept positions
     (``reindex_reduce``), and the derivative of that scatter is the gather again, so
     every derivative order is right (pooling is piecewise linear; the indices are
@@ -206,7 +208,9 @@ def _gather_extremum(layer, x, original):
     spatial = len(x.shape) - 2
     at = ",".join(f"i{d}" for d in range(2 + spatial))
     positions = _flat_to_position(f"@e0({at})", list(x.shape[2:]))
-    return x.reindex(list(index.shape), ["i0", "i1"] + positions, extras=[index]), index
+    values = x.reindex(list(index.shape), ["i0", "i1"] + positions,
+                       overflow_value=float("nan"), extras=[index])
+    return values, index
 
 
 def _extremum_by_windows(layer, x, spatial, original):
