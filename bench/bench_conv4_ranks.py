@@ -183,7 +183,7 @@ def main(argv=None):
     rows = []
     for setting in args.settings.split(","):
         if args.check:
-            print(f"{setting}: meta-gradient, {args.ranks} ranks vs 1 process: max relative "
+            print(f"{setting}: meta-gradient, {args.ranks} ranks vs 1 process: relative "
                   f"difference {check(args, setting, args.ranks):.1e}", flush=True)
         j1 = jboat_ranks(args, setting, 1)
         jn = jboat_ranks(args, setting, args.ranks)
