@@ -341,8 +341,8 @@ def second_order_layers(enabled=True):
     ``enabled=False`` it does nothing (so callers can write
     ``with second_order_layers(needs_second_order):``).
 
-    Cost: max/min pooling runs Jittor's kernel for the indices (one int32 per output)
-    plus a gather, and scatters in the backward; mean pooling with ``ceil_mode``
+    Cost: max/min pooling runs one index kernel (one int32 per output) plus a gather,
+    and scatters in the backward; mean pooling with ``ceil_mode``
     materialises its windows. Only open it where second derivatives are taken.
     """
     global _depth

@@ -414,13 +414,17 @@ right, second-order quantities come out wrong (the MAML meta-gradient through
 While an operator that needs second derivatives runs, jboat replaces the affected
 layers by implementations whose backward is built from ordinary differentiable Jittor
 ops (`reindex` and `reindex_reduce`: each is the other's derivative, so every
-derivative order exists). Max/min pooling — any window, stride, padding and rounding,
-2-D and 3-D — keeps Jittor's pooling kernel for the forward, in its `return_indices`
-form, which records the position of each window's extremum (one int32 per output; no
-window tensor is built), and gets a backward of its own (a `jt.Function`): the output
-gradient scattered to those positions by a `reindex_reduce`. That backward is linear
-in the gradient with locally constant indices, the exact derivative structure of max
-pooling, so every order is right. Tied maxima (plateaus: a constant image background,
+derivative order exists). 2-D max/min pooling — any window, stride, padding and
+rounding — finds the position of each window's extremum with a kernel that scans the
+window as Jittor's pooling kernel does (an index-only code op on the CPU, Jittor's
+`return_indices` kernel on CUDA; one int32 per output, no window tensor is built) and
+gathers the values at those positions (a `reindex`, with the indices held constant).
+Jittor differentiates the gather itself: the output gradient is scattered to those
+positions by a `reindex_reduce`, whose own derivative is the gather again, the exact
+derivative structure of max pooling, so every order is right. (An earlier version took
+the backward into a `jt.Function`; with it in a DARTS cell Jittor kept the grouped
+convolutions' window tensors alive, about 2 GB per sample at C = 16, 32x32.) 3-D
+pooling selects the first extremum of its windows with a mask. Tied maxima (plateaus: a constant image background,
 a pooled edge pooled again in a DARTS cell, ReLU zeros) pass the gradient **once**, to
 the first position in scan order, exactly as Jittor's kernel and PyTorch do: first
 derivatives under the substitutes equal the stock kernel's bit for bit (an earlier
@@ -441,8 +445,8 @@ to right. **You do not change your model**: stock `jt.nn.MaxPool2d`, `jt.nn.max_
   gradients (`higher_jit.monkeypatch(..., second_order=None)`; pass `True`/`False`
   to force it). You can also use the context yourself:
   `with jboat.higher_jit.second_order_layers(): ...`.
-* Cost: max/min pooling runs Jittor's kernel plus one int32 index per output, and a
-  scatter in the backward; mean pooling with `ceil_mode` materialises its windows.
+* Cost: max/min pooling runs one index kernel (one int32 per output) plus a gather,
+  and a scatter in the backward; mean pooling with `ceil_mode` materialises its windows.
   The substitutes run only where second derivatives are needed.
 * CUDA: Jittor also has CUDA-only code paths without a second derivative — the fused
   softmax kernel, the depthwise-convolution kernel of `Conv2d(groups = in = out)`,
