@@ -41,6 +41,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
+from machine import run_result_worker, worker_result  # noqa: E402
+
 
 def _split(data, rank, world):
     return [batch[rank::world] for batch in data]
@@ -71,6 +73,8 @@ def worker(args):
             if rank == 0:
                 import numpy as np
                 np.savez(args.grad_out, *[g.numpy() for g in grads])
+                sys.stdout.write('\nRESULT {"saved": true}\n')
+                sys.stdout.flush()
             return
     times = []
     for it in range(args.warmup + args.iters):
@@ -85,13 +89,6 @@ def worker(args):
         sys.stdout.flush()
 
 
-def _result(output):
-    for line in output.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise RuntimeError("no RESULT line; the worker's output ends with:\n" + output[-3000:])
-
-
 def _cmd(args, worker_name, setting, **extra):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", worker_name,
            "--setting", setting, "--channels", str(args.channels), "--iters", str(args.iters),
@@ -101,12 +98,14 @@ def _cmd(args, worker_name, setting, **extra):
     return cmd
 
 
+def _checked(result, what):
+    if "error" in result:
+        raise RuntimeError(f"{what}: {result['error']}")
+    return result
+
+
 def _run(cmd, env=None, timeout=1800):
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                         env=dict(os.environ, **(env or {})))
-    if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
-    return out.stdout
+    return _checked(run_result_worker(cmd, ROOT, timeout, env), " ".join(cmd))
 
 
 def _mpirun(ranks):
@@ -124,8 +123,8 @@ def _mpirun(ranks):
 def jboat_ranks(args, setting, ranks):
     cmd = _cmd(args, "jboat", setting)
     if ranks == 1:
-        return _result(_run(cmd))["median_s"]
-    return _result(_run(_mpirun(ranks) + cmd, env={"OMP_NUM_THREADS": "1"}))["median_s"]
+        return _run(cmd)["median_s"]
+    return _run(_mpirun(ranks) + cmd, env={"OMP_NUM_THREADS": "1"})["median_s"]
 
 
 def torch_processes(args, setting, processes, threads):
@@ -137,9 +136,7 @@ def torch_processes(args, setting, processes, threads):
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=1800)
-        if proc.returncode != 0:
-            raise RuntimeError(f"torch worker failed:\n{err[-3000:]}")
-        results.append(_result(out)["median_s"])
+        results.append(_checked(worker_result(out, err), "torch worker")["median_s"])
     return max(results)     # the meta-iteration ends when the slowest process does
 
 

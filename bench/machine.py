@@ -35,18 +35,27 @@ def cpu_name():
     return platform.processor() or "?"
 
 
-def run_result_worker(cmd, cwd, timeout):
-    """Run a benchmark worker process; return the JSON of its ``RESULT {...}`` line, or
-    ``{"error": ...}`` with the end of its stderr (or the timeout)."""
+def worker_result(stdout, stderr):
+    """The JSON of a worker's ``RESULT {...}`` line, or ``{"error": ...}`` with the end of
+    its stderr."""
     import json
+
+    for line in stdout.splitlines():
+        if line.startswith("RESULT {"):
+            return json.loads(line[len("RESULT "):])
+    tail = " | ".join(stderr.strip().splitlines()[-3:])
+    return {"error": f"worker failed: {tail[-400:]}"}
+
+
+def run_result_worker(cmd, cwd, timeout, env=None):
+    """Run a benchmark worker process (``env``: variables added to this process's);
+    return :func:`worker_result` of its output, or ``{"error": ...}`` on a timeout."""
+    import os
     import subprocess
 
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                              env=dict(os.environ, **env) if env else None)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT {"):
-            return json.loads(line[len("RESULT "):])
-    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-    return {"error": f"worker failed: {tail[-400:]}"}
+    return worker_result(proc.stdout, proc.stderr)

@@ -53,9 +53,9 @@ HEADERS = (
 
 _FLAG = "-include"
 _NAME = "jboat_kernels.h"
-#: asm_tuner.py compiles each kernel to assembly with these two changes to the command
-#: (then assembles it); the header must be precompiled the same way to be accepted
-_DROP_PREFIXES = ("-l", "-L", "-Wl,")
+#: Jittor's asm_tuner.py compiles each kernel to assembly (``-S -g``) without its link
+#: flags, then assembles it: the header is precompiled with those compile flags
+_LINK_FLAGS = ("-l", "-L", "-Wl,", "-shared")
 
 
 def _header_text():
@@ -67,9 +67,7 @@ def _header_text():
 
 def _compile_flags(cc_flags):
     """The flags of the kernels' compile-to-assembly step, without linking or output."""
-    words = [w for w in shlex.split(cc_flags)
-             if not w.startswith(_DROP_PREFIXES) and w not in ("-shared", "-lstdc++", "-ldl")]
-    return words + ["-g"]
+    return [w for w in shlex.split(cc_flags) if not w.startswith(_LINK_FLAGS)] + ["-g"]
 
 
 def _signature(jittor_path, cc_path, cc_flags):

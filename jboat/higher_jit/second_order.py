@@ -94,16 +94,21 @@ def _window_counts(sizes, outs, kernels, strides, paddings):
     return counts
 
 
+def _output_sizes(layer, sizes):
+    """The pooled sizes of spatial ``sizes`` under ``layer`` (a ``jt.nn.Pool``/``Pool3d``:
+    tuples per dim), refusing what Jittor's pooling code op refuses."""
+    if any(s <= k for s, k in zip(sizes, layer.kernel_size)):
+        raise RuntimeError("size of var should be larger than kernel_size")
+    return [_output_size(s, k, st, p, layer.ceil_mode)
+            for s, k, st, p in zip(sizes, layer.kernel_size, layer.stride, layer.padding)]
+
+
 def _windows(layer, x, spatial):
     """``(outs, shape, indexes)`` of the ``reindex`` that lays out ``layer``'s pooling
     windows of ``x``: the output sizes, the window tensor's shape ``(N, C, outs...,
     kernels...)`` and the input position of each of its entries."""
     kernels, strides, paddings = layer.kernel_size, layer.stride, layer.padding
-    sizes = x.shape[2:]
-    if any(s <= k for s, k in zip(sizes, kernels)):
-        raise RuntimeError("size of var should be larger than kernel_size")
-    outs = [_output_size(s, k, st, p, layer.ceil_mode)
-            for s, k, st, p in zip(sizes, kernels, strides, paddings)]
+    outs = _output_sizes(layer, x.shape[2:])
     indexes = ["i0", "i1"] + [f"i{2 + d}*{st}-{p}+i{2 + spatial + d}" for d, (st, p)
                               in enumerate(zip(strides, paddings))]
     return outs, list(x.shape[:2]) + outs + list(kernels), indexes
@@ -143,12 +148,9 @@ def _argmax_index_2d(layer, x):
     values, a second output that Jittor keeps allocated as long as the indices live
     (through the whole second-order backward: about 25 MiB more live tensors in a
     Conv4 MAML K=5 meta-iteration)."""
-    n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (ph, pw) = (_pair(layer.kernel_size), _pair(layer.stride),
-                                    _pair(layer.padding))
-    oh = _output_size(h, kh, sh, ph, layer.ceil_mode)
-    ow = _output_size(w, kw, sw, pw, layer.ceil_mode)
-    return jt.code([n, c, oh, ow], "int32", [x], cpu_src=f"""
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
+    return jt.code(list(x.shape[:2]) + _output_sizes(layer, x.shape[2:]), "int32", [x],
+                   cpu_src=f"""
         for (int i0 = 0; i0 < out_shape0; i0++)
         for (int i1 = 0; i1 < out_shape1; i1++)
         for (int i2 = 0; i2 < out_shape2; i2++)
@@ -168,10 +170,6 @@ def _argmax_index_2d(layer, x):
             @out(i0, i1, i2, i3) = at;
         }}
     """)
-
-
-def _pair(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def _gather_extremum(layer, x, original):

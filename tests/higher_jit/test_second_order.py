@@ -138,6 +138,17 @@ def test_index_only_kernel_equals_jittors_return_indices_kernel(window):
                                       stock.numpy())
 
 
+def test_substitute_refuses_the_maps_jittors_kernel_refuses():
+    """A 3x3 pool on a 3x3 map: Jittor's code op raises; so does the substitute (it does
+    not silently return values the stock layer would not)."""
+    layer = jt.nn.Pool(3, 1, 1)
+    x = jt.array(np.ones((1, 1, 3, 3), np.float32))
+    with pytest.raises(RuntimeError, match="larger than kernel_size"):
+        layer(x)
+    with second_order_layers(), pytest.raises(RuntimeError, match="larger than kernel_size"):
+        layer(x)
+
+
 def test_pool3d_substitute_gradient_equals_the_kernels_on_ties():
     layer = jt.nn.Pool3d(3, 2, 1, op="maximum")
     x = jt.array(np.round(np.random.RandomState(4).randn(1, 2, 5, 6, 7)).astype(np.float32))
