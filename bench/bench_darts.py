@@ -34,7 +34,10 @@ are the median seconds per step and the peak resident memory above the level jus
 before the first step (``/proc/self/status`` VmHWM after resetting it). ``--check``
 first compares the hyper-gradients of one step from the same weights: jboat against
 the floor and against PyTorch (the Jittor weights copied into the PyTorch network by
-parameter name).
+parameter name), in float64 by default. In float32 (``--check-dtype float32``) the two
+frameworks' rounding can put a ReLU or max-pool input that lies within about 1e-6 of its
+kink on different sides, which moves the hyper-gradient by up to about 1e-3 relative
+without either being wrong. ``--primitives`` restricts the candidates (a diagnosis).
 """
 
 import argparse
@@ -57,15 +60,21 @@ sys.path.insert(0, HERE)
 from machine import cpu_name, memory_mb, reset_peak, run_result_worker  # noqa: E402
 
 CHANNELS, STEPS, SIDE, CLASSES = 16, 4, 32, 10
+#: the candidate operations (all 8 of DARTS unless ``--primitives`` names a subset)
+PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+              "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
 LOWER_LR, MOMENTUM, WEIGHT_DECAY = 0.025, 0.9, 3e-4
 UPPER_LR, BETAS, UPPER_WEIGHT_DECAY, ADAM_EPS = 3e-4, (0.5, 0.999), 1e-3, 1e-8
 SEED = 0
 
 
-def set_size(channels, side):
-    """Override C and the input side (module constants: every worker reads them)."""
-    global CHANNELS, SIDE
+def set_size(channels, side, primitives=None):
+    """Override C, the input side and the candidates (module constants: every worker
+    reads them)."""
+    global CHANNELS, SIDE, PRIMITIVES
     CHANNELS, SIDE = channels, side
+    if primitives:
+        PRIMITIVES = tuple(primitives)
 
 
 # -- the problem ----------------------------------------------------------------------------
@@ -85,7 +94,7 @@ def architecture_arrays(seed=SEED, scale=1e-3):
     """The initial (normal, reduce) logits, as ``darts_space.Architecture`` draws them."""
     import numpy as np
     rng = np.random.RandomState(seed)
-    shape = (sum(2 + i for i in range(STEPS)), 8)   # edges x candidates
+    shape = (sum(2 + i for i in range(STEPS)), len(PRIMITIVES))   # edges x candidates
     return [(rng.randn(*shape) * scale).astype(np.float32) for _ in range(2)]
 
 
@@ -93,7 +102,7 @@ def build(layers, batch, mixed="sum", seed=SEED):
     """(network, architecture, feeds) in Jittor, everything executed."""
     import jboat  # noqa: F401  (environment defaults before Jittor)
     import jittor as jt
-    from darts_space import PRIMITIVES, Architecture, Network
+    from darts_space import Architecture, Network
 
     jt.set_global_seed(seed)
     network = Network(c=CHANNELS, classes=CLASSES, layers=layers, steps=STEPS,
@@ -247,17 +256,23 @@ def flat_vars(tree):
 
 
 # -- workers --------------------------------------------------------------------------------
-def torch_step(layers, batch, threads):
-    """(step, framework) of the PyTorch peer, its weights PyTorch's own initialisation."""
+def torch_search(layers, batch, threads):
+    """The PyTorch peer's ``darts_torch.SearchStep``, its weights PyTorch's own
+    initialisation."""
     import torch
     torch.set_num_threads(threads)
     torch.manual_seed(SEED)
     import darts_torch as T
     network = T.Network(c=CHANNELS, classes=CLASSES, layers=layers, steps=STEPS,
-                        multiplier=STEPS)
-    search = T.SearchStep(network, architecture_arrays(), make_data(batch), LOWER_LR,
-                          MOMENTUM, WEIGHT_DECAY, UPPER_LR, BETAS, UPPER_WEIGHT_DECAY,
-                          ADAM_EPS)
+                        multiplier=STEPS, primitives=PRIMITIVES)
+    return T.SearchStep(network, architecture_arrays(), make_data(batch), LOWER_LR,
+                        MOMENTUM, WEIGHT_DECAY, UPPER_LR, BETAS, UPPER_WEIGHT_DECAY, ADAM_EPS)
+
+
+def torch_step(layers, batch, threads):
+    """(step, framework) of the PyTorch peer."""
+    import torch
+    search = torch_search(layers, batch, threads)
     return search.step, f"torch {torch.__version__} threads={torch.get_num_threads()}"
 
 
@@ -330,10 +345,17 @@ def check_jittor_worker(args):
     network, architecture, feeds = build(args.layers, args.batch, args.mixed)
     named = named_weights(network)
     start = {n: p.numpy().copy() for n, p in named}
+    dtype = args.check_dtype
+    if dtype == "float64":
+        jt.flags.auto_convert_64_to_32 = 0          # or Jittor computes float64 in float32
+        for var in [p for _, p in named] + [architecture.normal, architecture.reduce]:
+            var.assign(var.float64())
+        feeds = [tuple({"x": f["x"].float64(), "y": f["y"]} for f in pair) for pair in feeds]
+        jt.sync([p for _, p in named] + [f["x"] for pair in feeds for f in pair])
     step, problem = make_jboat(network, architecture, feeds, return_grad=True)
     jboat_grads = [g.numpy() for g in step(0)]
     for n, p in named:                                  # jboat took the weight step
-        p.update(jt.array(start[n]))
+        p.update(jt.array(start[n].astype(dtype)))
     jt.sync([p for _, p in named])
     floor = Floor(network, architecture, feeds)
     floor_grads = [g.numpy() for g in floor.run(lambda: floor.hypergradient(0))[0]]
@@ -354,9 +376,10 @@ def check_torch_worker(args):
     import torch
     import darts_torch as T
     torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.check_dtype)
     saved = np.load(args.out)
     network = T.Network(c=CHANNELS, classes=CLASSES, layers=args.layers, steps=STEPS,
-                        multiplier=STEPS)
+                        multiplier=STEPS, primitives=PRIMITIVES).to(dtype)
     jittor_names = sorted(k[2:] for k in saved.files if k.startswith("w:"))
     torch_params = dict(network.named_parameters())
     if sorted(torch_params) != jittor_names:
@@ -364,12 +387,15 @@ def check_torch_worker(args):
         raise SystemExit(f"parameter names differ: {sorted(missing)[:5]}")
     with torch.no_grad():
         for name, p in torch_params.items():
-            value = torch.from_numpy(saved["w:" + name])
+            value = torch.from_numpy(saved["w:" + name]).to(dtype)
             if tuple(value.shape) != tuple(p.shape):
                 raise SystemExit(f"{name}: Jittor {tuple(value.shape)}, torch {tuple(p.shape)}")
             p.copy_(value)
-    search = T.SearchStep(network, [saved["arch_normal"], saved["arch_reduce"]],
-                          make_data(args.batch), LOWER_LR, MOMENTUM, WEIGHT_DECAY, UPPER_LR,
+    data = [tuple({"x": f["x"].astype(args.check_dtype), "y": f["y"]} for f in pair)
+            for pair in make_data(args.batch)]
+    search = T.SearchStep(network, [saved["arch_normal"].astype(args.check_dtype),
+                                    saved["arch_reduce"].astype(args.check_dtype)],
+                          data, LOWER_LR, MOMENTUM, WEIGHT_DECAY, UPPER_LR,
                           BETAS, UPPER_WEIGHT_DECAY, ADAM_EPS)
     torch_grads = [g.numpy() for g in search.hypergradient(0)[0]]
     jboat_grads = [saved["jboat_normal"], saved["jboat_reduce"]]
@@ -381,7 +407,8 @@ def run_worker(name, layers, batch, args, threads=1, out=None):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--layers",
            str(layers), "--batch", str(batch), "--iters", str(args.iters), "--warmup",
            str(args.warmup), "--threads", str(threads), "--mixed", args.mixed,
-           "--channels", str(CHANNELS), "--side", str(SIDE)]
+           "--channels", str(CHANNELS), "--side", str(SIDE),
+           "--primitives", ",".join(PRIMITIVES), "--check-dtype", args.check_dtype]
     if out:
         cmd += ["--out", out]
     if args.live_memory:
@@ -406,7 +433,7 @@ def check(args, torch_ok):
             print(f"hyper-gradient check: {jit['error']}", flush=True)
             return
         line = (f"hyper-gradient check (C={CHANNELS}, {SIDE}x{SIDE}, 3 cells, batch 8, "
-                f"float32, |jboat| = "
+                f"{args.check_dtype}, |jboat| = "
                 f"{jit['jboat_norm']:.3e}): max relative difference floor vs jboat "
                 f"{jit['floor_rel']:.1e}")
         if torch_ok:
@@ -441,6 +468,12 @@ def main(argv=None):
                         help="C (16 in the issue; smaller for a diagnosis)")
     parser.add_argument("--side", type=int, default=SIDE,
                         help="input side (32 in the issue; smaller for a diagnosis)")
+    parser.add_argument("--primitives", default=",".join(PRIMITIVES),
+                        help="candidate operations (a comma-separated subset of DARTS' 8, "
+                             "for a diagnosis)")
+    parser.add_argument("--check-dtype", choices=("float64", "float32"), default="float64",
+                        help="precision of --check (float32 differences include ReLU and "
+                             "max-pool branches that rounding flips)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per process")
     parser.add_argument("--worker", choices=("jboat", "floor", "torch", "check-jittor",
                                              "check-torch"))
@@ -448,7 +481,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int)
     parser.add_argument("--out", help="check workers: the .npz file they share")
     args = parser.parse_args(argv)
-    set_size(args.channels, args.side)
+    set_size(args.channels, args.side, args.primitives.split(","))
     if args.worker in ("check-jittor", "check-torch"):
         args.threads = int(args.threads.split(",")[0])
         return (check_jittor_worker if args.worker == "check-jittor" else check_torch_worker)(args)
@@ -461,7 +494,9 @@ def main(argv=None):
     only = args.only.split(",")
     torch_ok = "torch" in only and has_torch()
     print(f"# DARTS search step (NGD + RAD, one unrolled step): C={CHANNELS}, {STEPS} steps, "
-          f"{SIDE}x{SIDE}, 8 candidates, Jittor edges: {args.mixed}")
+          f"{SIDE}x{SIDE}, {len(PRIMITIVES)} candidates"
+          f"{'' if len(PRIMITIVES) == 8 else ' (' + ', '.join(PRIMITIVES) + ')'}, "
+          f"Jittor edges: {args.mixed}")
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.2f} at start; Python {platform.python_version()}")
     if "torch" in only and not torch_ok:
