@@ -30,7 +30,6 @@ compares the meta-gradient of one meta-batch from N ranks with the one from 1 pr
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from machine import run_result_worker, worker_result  # noqa: E402
+from machine import mpirun_command, run_result_worker, worker_result  # noqa: E402
 
 
 def _split(data, rank, world):
@@ -108,23 +107,11 @@ def _run(cmd, env=None, timeout=1800):
     return _checked(run_result_worker(cmd, ROOT, timeout, env), " ".join(cmd))
 
 
-def _mpirun(ranks):
-    mpirun = shutil.which("mpirun")
-    if mpirun is None:
-        raise SystemExit("mpirun not found: install OpenMPI (make setup does where it can)")
-    cmd = [mpirun, "-np", str(ranks)]
-    if os.geteuid() == 0:
-        cmd.append("--allow-run-as-root")
-    if ranks > (os.cpu_count() or 1):
-        cmd.append("--oversubscribe")
-    return cmd
-
-
 def jboat_ranks(args, setting, ranks):
     cmd = _cmd(args, "jboat", setting)
     if ranks == 1:
         return _run(cmd)["median_s"]
-    return _run(_mpirun(ranks) + cmd, env={"OMP_NUM_THREADS": "1"})["median_s"]
+    return _run(mpirun_command(ranks) + cmd, env={"OMP_NUM_THREADS": "1"})["median_s"]
 
 
 def torch_processes(args, setting, processes, threads):
@@ -146,7 +133,7 @@ def check(args, setting, ranks):
     with tempfile.TemporaryDirectory() as folder:
         one, many = os.path.join(folder, "one.npz"), os.path.join(folder, "many.npz")
         _run(_cmd(args, "jboat", setting, grad_out=one))
-        _run(_mpirun(ranks) + _cmd(args, "jboat", setting, grad_out=many),
+        _run(mpirun_command(ranks) + _cmd(args, "jboat", setting, grad_out=many),
              env={"OMP_NUM_THREADS": "1"})
         a, b = np.load(one), np.load(many)
         x = np.concatenate([a[k].ravel() for k in a.files])

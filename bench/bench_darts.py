@@ -38,6 +38,10 @@ parameter name), in float64 by default. In float32 (``--check-dtype float32``) t
 frameworks' rounding can put a ReLU or max-pool input that lies within about 1e-6 of its
 kink on different sides, which moves the hyper-gradient by up to about 1e-3 relative
 without either being wrong. ``--primitives`` restricts the candidates (a diagnosis).
+``--ranks N`` also times jboat data-parallel on N MPI ranks (``mpirun``, one thread
+each, every rank a 1/N share of each minibatch, ``data_parallel: true``; BatchNorm keeps
+Jittor's cross-rank statistics, so the step is the one-process step): Jittor's
+generated CPU kernels run on one thread, and ranks are how jboat uses the other cores.
 """
 
 import argparse
@@ -57,7 +61,7 @@ sys.path.insert(0, ROOT)                          # this checkout's jboat
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 sys.path.insert(0, HERE)
 
-from machine import cpu_name, memory_mb, reset_peak, run_result_worker  # noqa: E402
+from machine import cpu_name, memory_mb, mpirun_command, reset_peak, run_result_worker  # noqa: E402,E501
 
 CHANNELS, STEPS, SIDE, CLASSES = 16, 4, 32, 10
 #: the candidate operations (all 8 of DARTS unless ``--primitives`` names a subset)
@@ -126,8 +130,9 @@ def named_weights(network):
     return [(n, p) for n, p in network.named_parameters() if not p.is_stop_grad()]
 
 
-def make_jboat(network, architecture, feeds, return_grad=False):
-    """(step, problem): ``step(it)`` runs one ``problem.run_iter``."""
+def make_jboat(network, architecture, feeds, return_grad=False, data_parallel=False):
+    """(step, problem): ``step(it)`` runs one ``problem.run_iter``; ``data_parallel``:
+    under ``mpirun``, ``feeds`` hold this rank's share of every minibatch."""
     import jboat
     import jittor as jt
 
@@ -135,6 +140,7 @@ def make_jboat(network, architecture, feeds, return_grad=False):
     arch = [architecture.normal, architecture.reduce]
     recipe = {"gm_op": ["NGD"], "na_op": ["RAD"], "lower_iters": 1,
               "track_losses": False, "nan_guard": False, "return_grad": return_grad,
+              "data_parallel": data_parallel,
               "lower_level_model": network, "upper_level_model": architecture,
               "lower_level_var": weights, "upper_level_var": arch,
               "lower_level_opt": jt.optim.SGD(weights, lr=LOWER_LR, momentum=MOMENTUM,
@@ -283,11 +289,18 @@ def worker(args):
         step, framework = torch_step(args.layers, args.batch, args.threads)
         sync = lambda: None  # noqa: E731
     else:
-        import jboat  # noqa: F401  (environment defaults before Jittor)
+        import jboat  # environment defaults before Jittor
         import jittor as jt
         network, architecture, feeds = build(args.layers, args.batch, args.mixed)
+        ranks = jboat.distributed.world_size()
+        if ranks > 1:                       # data parallel: this rank's share of each batch
+            rank = jboat.distributed.rank()
+            feeds = [tuple({k: v[rank::ranks] for k, v in f.items()} for f in pair)
+                     for pair in feeds]
+            jt.sync([v for pair in feeds for f in pair for v in f.values()])
+            extra["ranks"] = ranks
         if args.worker == "jboat":
-            step, problem = make_jboat(network, architecture, feeds)
+            step, problem = make_jboat(network, architecture, feeds, data_parallel=ranks > 1)
         else:
             floor = Floor(network, architecture, feeds)
             step = floor.step
@@ -318,6 +331,13 @@ def worker(args):
         extra["fusion_level"] = floor.fusion_level
     if args.live_memory and args.worker != "torch":
         extra["live_peak_mb"] = int(jt.get_max_memory_info().split("[!@#div1!@#]")[0]) / 2 ** 20
+    if extra.get("ranks"):
+        # memory: the ranks' peaks summed; time: the ranks' mean median (the step's
+        # all-reduces keep them in lockstep)
+        peak = float(jt.array([float(peak - base)]).mpi_all_reduce("add").item()) + base
+        times = [float(jt.array([statistics.median(times)]).mpi_all_reduce("mean").item())]
+        if jboat.distributed.rank() != 0:
+            return
     record = {"worker": args.worker, "layers": args.layers, "batch": args.batch,
               "threads": args.threads if args.worker == "torch" else None,
               "mixed": args.mixed if args.worker != "torch" else "sum",
@@ -403,7 +423,7 @@ def check_torch_worker(args):
     sys.stdout.write("\nRESULT " + json.dumps(record) + "\n")
 
 
-def run_worker(name, layers, batch, args, threads=1, out=None):
+def run_worker(name, layers, batch, args, threads=1, out=None, ranks=1):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--layers",
            str(layers), "--batch", str(batch), "--iters", str(args.iters), "--warmup",
            str(args.warmup), "--threads", str(threads), "--mixed", args.mixed,
@@ -413,6 +433,9 @@ def run_worker(name, layers, batch, args, threads=1, out=None):
         cmd += ["--out", out]
     if args.live_memory:
         cmd.append("--live-memory")
+    if ranks > 1:          # one Jittor thread per rank: the ranks are the parallelism
+        return run_result_worker(mpirun_command(ranks) + cmd, ROOT, args.timeout,
+                                 env={"OMP_NUM_THREADS": "1"})
     return run_result_worker(cmd, ROOT, args.timeout)
 
 
@@ -474,6 +497,10 @@ def main(argv=None):
     parser.add_argument("--check-dtype", choices=("float64", "float32"), default="float64",
                         help="precision of --check (float32 differences include ReLU and "
                              "max-pool branches that rounding flips)")
+    parser.add_argument("--ranks", type=int, default=0,
+                        help="also time jboat data-parallel on this many MPI ranks (each "
+                             "a share of every minibatch, BatchNorm statistics synchronised: "
+                             "the same step as one process)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per process")
     parser.add_argument("--worker", choices=("jboat", "floor", "torch", "check-jittor",
                                              "check-torch"))
@@ -510,6 +537,10 @@ def main(argv=None):
             if name in only:
                 row[name] = run_worker(name, layers, batch, args)
                 print(f"  {layers}x{batch} {name}: {json.dumps(row[name])}", flush=True)
+        if args.ranks > 1 and "jboat" in only:
+            row["ranks"] = run_worker("jboat", layers, batch, args, ranks=args.ranks)
+            print(f"  {layers}x{batch} jboat, {args.ranks} ranks: {json.dumps(row['ranks'])}",
+                  flush=True)
         if torch_ok:
             runs = []
             for threads in (int(t) for t in args.threads.split(",")):
@@ -540,6 +571,21 @@ def main(argv=None):
         for name in ("floor", "jboat", "torch"):
             if "error" in (row.get(name) or {}):
                 print(f"  {name}: {row[name]['error']}")
+    if any("ranks" in row for row in rows):
+        print(f"\njboat data-parallel on {args.ranks} MPI ranks (one thread each; time: the "
+              f"ranks' mean; memory: the ranks' peaks summed)\n")
+        print("| cells | batch | jboat ranks s/step | ranks/torch | ranks/jboat | "
+              "ranks peak MB (sum) | ranks/torch memory |")
+        print("|---|---|---|---|---|---|---|")
+        for row in rows:
+            r, j, t = (get(row, n, "median_s") for n in ("ranks", "jboat", "torch"))
+            rm, tm = get(row, "ranks", "peak_mb"), get(row, "torch", "peak_mb")
+            print(f"| {row['layers']} | {row['batch']} | {cell(r, '.2f')} | "
+                  f"{cell(r / t if r and t else None, '.2f')} | "
+                  f"{cell(r / j if r and j else None, '.2f')} | {cell(rm, '.0f')} | "
+                  f"{cell(rm / tm if rm and tm else None, '.2f')} |")
+            if "error" in (row.get("ranks") or {}):
+                print(f"  ranks: {row['ranks']['error']}")
     return rows
 
 

@@ -59,3 +59,19 @@ def run_result_worker(cmd, cwd, timeout, env=None):
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     return worker_result(proc.stdout, proc.stderr)
+
+
+def mpirun_command(ranks):
+    """``mpirun -np ranks`` (with the flags root and more ranks than cores need)."""
+    import os
+    import shutil
+
+    mpirun = shutil.which("mpirun")
+    if mpirun is None:
+        raise SystemExit("mpirun not found: install OpenMPI (make setup does where it can)")
+    cmd = [mpirun, "-np", str(ranks)]
+    if os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")
+    if ranks > (os.cpu_count() or 1):
+        cmd.append("--oversubscribe")
+    return cmd

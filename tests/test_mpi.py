@@ -106,6 +106,18 @@ def test_task_parallel_batch_norm_uses_each_tasks_own_statistics(ranks, cases):
     assert rel_err(own_share, reference) > 1e-2
 
 
+def test_data_parallel_batch_norm_gives_the_full_batch_hypergradient(ranks, cases):
+    """data_parallel keeps Jittor's cross-rank BatchNorm statistics (the DARTS benchmark's
+    ranks rely on it): NGD + RAD through two momentum steps of a conv + BatchNorm net, 3
+    rows per rank, equals one process holding all 6 rows, to all derivative orders."""
+    reference = cases.run_bn_data((0, 1))["hypergradient"]
+    for r in ranks:
+        assert rel_err(r["bn_data"]["hypergradient"], reference) < 1e-4
+        assert r["bn_data"]["bn_sync_after"] is True
+    own_rows = cases.run_bn_data((0, 2))["hypergradient"]     # control: half the batch
+    assert rel_err(own_rows, reference) > 1e-2
+
+
 @pytest.mark.parametrize("key", ["meta_gradient", "meta_parameters"])
 def test_maml_tasks_split_2_2_equal_one_process_over_4(ranks, cases, key):
     # NGD+IAD, accumulate_grad: rank 0 runs tasks 0-1, rank 1 tasks 2-3; the summed

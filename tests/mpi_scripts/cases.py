@@ -153,6 +153,55 @@ def run_maml_bn(share):
             "bn_sync_after": bool(model.bn.sync)}
 
 
+class Decay(jt.Module):
+    """The UL variable of :func:`run_bn_data`: a log weight-decay."""
+
+    def __init__(self):
+        self.log_decay = jt.array(np.array([-2.0], dtype=np.float32))
+
+    def execute(self):
+        return self.log_decay
+
+
+def bn_decay_lower(feed, upper_model, lower_model, **kwargs):
+    weights = kwargs.get("params") or list(lower_model.parameters())
+    penalty = sum((w * w).sum() for w in weights if not w.is_stop_grad())
+    return bn_loss(feed, upper_model, lower_model, **kwargs) + upper_model().exp()[0] * penalty
+
+
+def run_bn_data(share):
+    """Data parallelism through BatchNorm (Jittor's ``sync=True``): NGD + RAD (two SGD
+    steps with momentum, return_grad) of a conv + BatchNorm net whose weight decay is the
+    UL variable; this process holds its rows of one batch of 6 (inputs of different scales
+    and offsets, so the rows' statistics differ). The ranks' BatchNorm statistics are
+    the full batch's, so the hyper-gradient must be the full-batch one."""
+    rng = np.random.RandomState(6)
+
+    def feed():
+        scale = np.repeat([1.0, 3.0, 0.5], 2)[:, None, None, None]
+        x = rng.randn(6, 1, 5, 5) * scale + np.arange(6)[:, None, None, None]
+        return {"x": x.astype(np.float32), "y": rng.randint(0, 2, size=6).astype(np.int32)}
+    rows = part(list(range(6)), share)
+    ll, ul = ({k: jt.array(v[rows]) for k, v in f.items()} for f in (feed(), feed()))
+    jt.set_global_seed(0)
+    model = ConvBN()
+    for i, p in enumerate(model.parameters()):
+        p.assign(jt.array(np.random.RandomState(9 + i).randn(*p.shape).astype(np.float32)
+                          * 0.5))
+    params = [p for p in model.parameters() if not p.is_stop_grad()]
+    decay = Decay()
+    config = {"gm_op": ["NGD"], "na_op": ["RAD"], "lower_iters": 2, "data_parallel": True,
+              "return_grad": True, "lower_level_model": model, "upper_level_model": decay,
+              "lower_level_var": params, "upper_level_var": list(decay.parameters()),
+              "lower_level_opt": jt.optim.SGD(params, lr=0.1, momentum=0.9),
+              "upper_level_opt": jt.optim.SGD(list(decay.parameters()), lr=0.1)}
+    problem = jboat.Problem(config, {"lower_level_loss": bn_decay_lower,
+                                     "upper_level_loss": bn_loss})
+    problem.build_ll_solver().build_ul_solver()
+    grads, _ = problem.run_iter(ll, ul, 0)
+    return {"hypergradient": grads[0].numpy(), "bn_sync_after": bool(model.bn.sync)}
+
+
 # -- task parallelism with DI (LL initialisation buffers) --------------------------------------
 def quad_lower(feed, upper_model, lower_model, **kwargs):
     y = lower_model(**kwargs)
@@ -330,7 +379,7 @@ def _say(text):
 def correctness(share):
     results = {}
     for name, run in (("maml", run_maml), ("di", run_di), ("fo", run_fo),
-                      ("maml_bn", run_maml_bn)):
+                      ("maml_bn", run_maml_bn), ("bn_data", run_bn_data)):
         _say(name)
         results[name] = run(share)
     for ops in DATA_PARALLEL_CASES:
