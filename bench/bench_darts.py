@@ -70,6 +70,8 @@ PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
 LOWER_LR, MOMENTUM, WEIGHT_DECAY = 0.025, 0.9, 3e-4
 UPPER_LR, BETAS, UPPER_WEIGHT_DECAY, ADAM_EPS = 3e-4, (0.5, 0.999), 1e-3, 1e-8
 SEED = 0
+#: the parts of a search step, in order (``hypergradient(it, stage)``)
+PARTS = ("train forward", "first backward", "validation forward", "second backward")
 
 
 def set_size(channels, side, primitives=None):
@@ -192,17 +194,27 @@ class Floor:
             for (m, k), w in zip(self.slots, saved):
                 setattr(m, k, w)
 
-    def hypergradient(self, it):
-        """(hyper-gradient, stepped weights, new momentum buffers), lazily."""
+    def hypergradient(self, it, stage=None):
+        """(hyper-gradient, stepped weights, new momentum buffers), lazily;
+        ``stage(name, vars)``, when given, is called after each of the four parts
+        (``PARTS``) with that part's results (``profile_darts_memory.py`` executes them
+        there)."""
         import jittor as jt
         from jboat.higher_jit import second_order_layers
+        stage = stage or (lambda name, values: None)
         train, val = self.feeds[it % len(self.feeds)]
         with second_order_layers():
-            grads = jt.grad(self.loss_at(self.weights, train), self.weights)
+            train_loss = self.loss_at(self.weights, train)
+            stage(PARTS[0], [train_loss])
+            grads = jt.grad(train_loss, self.weights)
+            stage(PARTS[1], grads)
             buffers = [MOMENTUM * b + g + WEIGHT_DECAY * w
                        for b, g, w in zip(self.buffers, grads, self.weights)]
             stepped = [w - LOWER_LR * b for w, b in zip(self.weights, buffers)]
-            hyper = jt.grad(self.loss_at(stepped, val), self.arch)
+            val_loss = self.loss_at(stepped, val)
+            stage(PARTS[2], [val_loss])
+            hyper = jt.grad(val_loss, self.arch)
+            stage(PARTS[3], hyper)
         return hyper, stepped, buffers
 
     def _step_values(self, it):

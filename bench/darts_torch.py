@@ -193,16 +193,24 @@ class SearchStep:
                                  (feed["x"], tuple(self.alphas)))
         return F.cross_entropy(logits, feed["y"])
 
-    def hypergradient(self, it):
-        """(hyper-gradient, stepped weights, new momentum buffers) of step ``it``."""
+    def hypergradient(self, it, stage=None):
+        """(hyper-gradient, stepped weights, new momentum buffers) of step ``it``;
+        ``stage(name)``, when given, is called after each of the four parts (train
+        forward, first backward, validation forward, second backward)."""
+        stage = stage or (lambda name: None)
         lr, momentum, weight_decay = self.lower
         train, val = self.feeds[it % len(self.feeds)]
-        grads = torch.autograd.grad(self.loss_at(self.weights, train), self.weights,
-                                    create_graph=True)
+        train_loss = self.loss_at(self.weights, train)
+        stage("train forward")
+        grads = torch.autograd.grad(train_loss, self.weights, create_graph=True)
+        stage("first backward")
         buffers = [momentum * b + g + weight_decay * w
                    for b, g, w in zip(self.buffers, grads, self.weights)]
         stepped = [w - lr * b for w, b in zip(self.weights, buffers)]
-        hyper = torch.autograd.grad(self.loss_at(stepped, val), self.alphas)
+        val_loss = self.loss_at(stepped, val)
+        stage("validation forward")
+        hyper = torch.autograd.grad(val_loss, self.alphas)
+        stage("second backward")
         return hyper, stepped, buffers
 
     def step(self, it):

@@ -44,7 +44,6 @@ from machine import memory_mb, reset_peak, run_result_worker  # noqa: E402
 
 #: memory returned to the system on free: the resident set follows the live tensors
 RETURN_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "131072", "use_sfrl_allocator": "0"}
-PHASES = ("train forward", "first backward", "validation forward", "second backward")
 
 
 class Meter:
@@ -64,48 +63,25 @@ class Meter:
 
 # -- the two implementations, phase by phase ------------------------------------------------
 def jittor_phases(floor, it):
-    """The floor's hyper-gradient (``bench_darts.Floor.hypergradient``), executed part by
-    part; returns the :class:`Meter`."""
+    """The floor's hyper-gradient (``bench_darts.Floor.hypergradient``), each part
+    executed before the next is built; returns the :class:`Meter`."""
     import jittor as jt
-    from jboat.higher_jit import fusion, second_order_layers
-    train, val = floor.feeds[it % len(floor.feeds)]
+    from jboat.higher_jit import fusion
     meter = Meter()
+
+    def stage(name, values):
+        jt.sync(values)
+        meter.mark(name)
     # the barriers the floor's first step needed (Jittor may fail to compile a fused kernel)
-    with fusion.fusion_barriers(floor.fusion_level), second_order_layers():
-        train_loss = floor.loss_at(floor.weights, train)
-        train_loss.sync()
-        meter.mark(PHASES[0])
-        grads = jt.grad(train_loss, floor.weights)
-        jt.sync(grads)
-        meter.mark(PHASES[1])
-        buffers = [B.MOMENTUM * b + g + B.WEIGHT_DECAY * w
-                   for b, g, w in zip(floor.buffers, grads, floor.weights)]
-        stepped = [w - B.LOWER_LR * b for w, b in zip(floor.weights, buffers)]
-        val_loss = floor.loss_at(stepped, val)
-        val_loss.sync()
-        meter.mark(PHASES[2])
-        jt.sync(jt.grad(val_loss, floor.arch))
-        meter.mark(PHASES[3])
+    with fusion.fusion_barriers(floor.fusion_level):
+        floor.hypergradient(it, stage)
     return meter
 
 
 def torch_phases(search, it):
     """``darts_torch.SearchStep.hypergradient``, part by part (PyTorch runs eagerly)."""
-    import torch
-    lr, momentum, weight_decay = search.lower
-    train, val = search.feeds[it % len(search.feeds)]
     meter = Meter()
-    train_loss = search.loss_at(search.weights, train)
-    meter.mark(PHASES[0])
-    grads = torch.autograd.grad(train_loss, search.weights, create_graph=True)
-    meter.mark(PHASES[1])
-    buffers = [momentum * b + g + weight_decay * w
-               for b, g, w in zip(search.buffers, grads, search.weights)]
-    stepped = [w - lr * b for w, b in zip(search.weights, buffers)]
-    val_loss = search.loss_at(stepped, val)
-    meter.mark(PHASES[2])
-    torch.autograd.grad(val_loss, search.alphas)
-    meter.mark(PHASES[3])
+    search.hypergradient(it, meter.mark)
     return meter
 
 

@@ -118,6 +118,17 @@ class ConvBN(jt.Module):
         return self.head(jt.nn.relu(self.bn(self.conv(x))).reshape(x.shape[0], -1))
 
 
+def conv_bn(seed):
+    """A :class:`ConvBN` with weights drawn from ``seed`` (the same on every rank), and
+    its trainable parameters."""
+    jt.set_global_seed(0)
+    model = ConvBN()
+    for i, p in enumerate(model.parameters()):
+        p.assign(jt.array(np.random.RandomState(seed + i).randn(*p.shape).astype(np.float32)
+                          * 0.5))
+    return model, [p for p in model.parameters() if not p.is_stop_grad()]
+
+
 def bn_loss(feed, upper_model, lower_model, **kwargs):
     return jt.nn.cross_entropy_loss(lower_model(feed["x"], **kwargs), feed["y"])
 
@@ -134,13 +145,7 @@ def run_maml_bn(share):
                     "y": jt.array(rng.randint(0, 2, size=3).astype(np.int32))}
         tasks.append((feed(), feed()))
     tasks = part(tasks, share)
-    jt.set_global_seed(0)
-    model = ConvBN()
-    weights = [np.random.RandomState(5 + i).randn(*p.shape).astype(np.float32) * 0.5
-               for i, p in enumerate(model.parameters())]
-    for p, w in zip(model.parameters(), weights):
-        p.assign(jt.array(w))
-    params = [p for p in model.parameters() if not p.is_stop_grad()]
+    model, params = conv_bn(5)
     config = {"gm_op": ["NGD"], "na_op": ["IAD"], "lower_iters": 2, "accumulate_grad": True,
               "return_grad": True, "lower_level_model": model, "upper_level_model": model,
               "lower_level_var": params, "upper_level_var": params,
@@ -151,16 +156,6 @@ def run_maml_bn(share):
     grads, _ = problem.run_iter([t[0] for t in tasks], [t[1] for t in tasks], 0)
     return {"meta_gradient": np.concatenate([g.numpy().ravel() for g in grads]),
             "bn_sync_after": bool(model.bn.sync)}
-
-
-class Decay(jt.Module):
-    """The UL variable of :func:`run_bn_data`: a log weight-decay."""
-
-    def __init__(self):
-        self.log_decay = jt.array(np.array([-2.0], dtype=np.float32))
-
-    def execute(self):
-        return self.log_decay
 
 
 def bn_decay_lower(feed, upper_model, lower_model, **kwargs):
@@ -183,13 +178,8 @@ def run_bn_data(share):
         return {"x": x.astype(np.float32), "y": rng.randint(0, 2, size=6).astype(np.int32)}
     rows = part(list(range(6)), share)
     ll, ul = ({k: jt.array(v[rows]) for k, v in f.items()} for f in (feed(), feed()))
-    jt.set_global_seed(0)
-    model = ConvBN()
-    for i, p in enumerate(model.parameters()):
-        p.assign(jt.array(np.random.RandomState(9 + i).randn(*p.shape).astype(np.float32)
-                          * 0.5))
-    params = [p for p in model.parameters() if not p.is_stop_grad()]
-    decay = Decay()
+    model, params = conv_bn(9)
+    decay = Vector([-2.0])                     # the UL variable: a log weight-decay
     config = {"gm_op": ["NGD"], "na_op": ["RAD"], "lower_iters": 2, "data_parallel": True,
               "return_grad": True, "lower_level_model": model, "upper_level_model": decay,
               "lower_level_var": params, "upper_level_var": list(decay.parameters()),
